@@ -1,0 +1,36 @@
+"""How the user reaches the workstation: ssh and tunnel commands, local URLs.
+
+Computed from the spec and the public IP alone, so every cloud exports the
+same strings. App ports are reached through an SSH tunnel (`ssh -L`), so the
+URLs point at localhost on the user's machine.
+"""
+
+from __future__ import annotations
+
+from components.spec import WorkstationSpec
+
+JUPYTER_PORT = 8890  # Clara container's JupyterLab (container 8888, published on 8890)
+AIAA_PORT = 5000
+TUNNEL_PORTS = (8888, 8890, 5000)
+
+
+def tunnel_ports(spec: WorkstationSpec) -> tuple[int, ...]:
+    return tuple(sorted(set(TUNNEL_PORTS) | set(spec.app_ports)))
+
+
+def ssh_command(user: str, host: str) -> str:
+    return f"ssh {user}@{host}"
+
+
+def tunnel_command(spec: WorkstationSpec, host: str) -> str:
+    forwards = " ".join(f"-L {p}:localhost:{p}" for p in tunnel_ports(spec))
+    return f"ssh -N {forwards} {spec.ssh_user}@{host}"
+
+
+def jupyter_url() -> str:
+    # The token is added by the bootstrap, which prints the full URL once.
+    return f"http://localhost:{JUPYTER_PORT}/lab"
+
+
+def aiaa_url() -> str:
+    return f"http://localhost:{AIAA_PORT}"

@@ -1,0 +1,195 @@
+"""Run the real Pulumi program offline, under Pulumi's own mock engine, and record it.
+
+Used by `scripts/plan` and by the tests. It never invents a cloud value:
+every resource's outputs are its inputs and nothing more, so computed values
+(IDs, IPs) stay unknown, exactly as in a `pulumi preview`; every invoke the
+program makes must be listed in INVOKE_RESULTS, whose values are the marker
+KNOWN_AFTER_UP. An invoke not listed is an error, because an unmocked invoke
+silently answers {} and turns the program's lookups into None.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pulumi.runtime import config as runtime_config
+from pulumi.runtime import mocks, rpc, settings
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_NAME = "gpu-workbench"
+KNOWN_AFTER_UP = "(known after up)"
+
+# What each lookup the program makes returns offline: the marker, in the
+# shape the SDK's typed result accepts. Real values exist only at `pulumi up`.
+INVOKE_RESULTS: dict[str, dict[str, Any]] = {
+    "aws:ec2/getAmi:getAmi": {"id": KNOWN_AFTER_UP, "imageId": KNOWN_AFTER_UP},
+    "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": {
+        "id": KNOWN_AFTER_UP, "locations": [KNOWN_AFTER_UP],
+    },
+}
+
+
+class OfflineError(RuntimeError):
+    """The program asked the offline engine for something it cannot answer honestly."""
+
+
+@dataclass(frozen=True)
+class DeclaredResource:
+    urn: str
+    type: str
+    name: str
+    parent_urn: str
+    custom: bool
+    inputs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Invocation:
+    token: str
+    args: dict[str, Any]
+
+
+@dataclass
+class ProgramRun:
+    stack: str
+    config: dict[str, str]
+    resources: list[DeclaredResource] = field(default_factory=list)
+    invokes: list[Invocation] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def of_type(self, type_token: str) -> list[DeclaredResource]:
+        return [r for r in self.resources if r.type == type_token]
+
+    def one(self, type_token: str) -> DeclaredResource:
+        found = self.of_type(type_token)
+        if len(found) != 1:
+            raise AssertionError(f"expected one {type_token}, found {len(found)}")
+        return found[0]
+
+    def invokes_of(self, token: str) -> list[Invocation]:
+        return [i for i in self.invokes if i.token == token]
+
+
+class _RecordingMocks(mocks.Mocks):
+    def __init__(self, run: ProgramRun) -> None:
+        self.run = run
+
+    def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        # Empty ID and no extra state: in a preview, Pulumi treats both as unknown.
+        return "", dict(args.inputs)
+
+    def call(self, args: mocks.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
+        self.run.invokes.append(Invocation(args.token, dict(args.args)))
+        if args.token not in INVOKE_RESULTS:
+            raise OfflineError(f"the offline plan has no answer for invoke {args.token}; "
+                               "add it to components/mock_engine.INVOKE_RESULTS")
+        return dict(INVOKE_RESULTS[args.token])
+
+
+class _RecordingMonitor(mocks.MockMonitor):
+    """Pulumi's mock monitor, also keeping each resource's parent and inputs."""
+
+    def __init__(self, recorder: _RecordingMocks) -> None:
+        super().__init__(recorder)
+        self.run = recorder.run
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            self.run.resources.append(DeclaredResource(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                parent_urn=request.parent,
+                custom=bool(request.custom),
+                inputs=rpc.deserialize_properties(request.object, keep_unknowns=True),
+            ))
+        return response
+
+
+class _WarningLog(logging.Handler):
+    def __init__(self, run: ProgramRun) -> None:
+        super().__init__(logging.WARNING)
+        self.run = run
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.run.warnings.append(record.getMessage())
+
+
+def stack_file(stack_or_path: str, project_dir: Path = PROJECT_DIR) -> tuple[str, Path]:
+    """Resolve `aws` to stacks/Pulumi.aws.yaml; a path is taken as it is."""
+    as_path = Path(stack_or_path)
+    if as_path.suffix in (".yaml", ".yml") or "/" in stack_or_path:
+        name = as_path.name.removeprefix("Pulumi.").rsplit(".", 1)[0]
+        return name, as_path
+    return stack_or_path, project_dir / "stacks" / f"Pulumi.{stack_or_path}.yaml"
+
+
+def read_stack_config(path: Path) -> dict[str, str]:
+    """Stack YAML -> the raw config map the Pulumi CLI hands a program.
+
+    The CLI passes strings; lists, numbers and booleans as their JSON text.
+    """
+    document = yaml.safe_load(path.read_text()) or {}
+    values = document.get("config") or {}
+    if not isinstance(values, dict):
+        raise OfflineError(f"{path}: 'config' is not a mapping")
+    raw: dict[str, str] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and "secure" in value:
+            raise OfflineError(f"{path}: {key} is a secret; the offline plan cannot decrypt it")
+        raw[key] = value if isinstance(value, str) else json.dumps(value)
+    return raw
+
+
+def run_program(
+    config: dict[str, str], stack: str, project_dir: Path = PROJECT_DIR
+) -> ProgramRun:
+    """Run __main__.py under the mock engine as a preview; return what it declared.
+
+    Raises whatever the program raises (pulumi.RunError for bad config).
+    """
+    run = ProgramRun(stack=stack, config=dict(config))
+    recorder = _RecordingMocks(run)
+    settings.set_root_resource(None)  # type: ignore[arg-type]  # each run: a fresh Stack
+    mocks.set_mocks(recorder, project=PROJECT_NAME, stack=stack, preview=True,
+                    monitor=_RecordingMonitor(recorder))
+    settings.SETTINGS.rpc_manager.clear()
+    settings.SETTINGS.outputs.clear()
+    runtime_config.set_all_config(config)
+
+    logger = logging.getLogger("gpu-workbench.offline")
+    logger.propagate = False
+    handler = _WarningLog(run)
+    logger.addHandler(handler)
+    settings.SETTINGS.engine.logger = logger
+    try:
+        def program() -> None:
+            runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__")
+
+        _sync_await(run_pulumi_func(program))
+        root = settings.get_root_resource()
+        assert root is not None
+        for name, value in root.outputs.items():  # type: ignore[attr-defined]
+            run.outputs[name] = _resolve(value)
+    finally:
+        logger.removeHandler(handler)
+    return run
+
+
+def _resolve(value: Any) -> Any:
+    from pulumi import Output
+
+    output = Output.from_input(value)
+    if not _sync_await(output.is_known()):
+        return KNOWN_AFTER_UP
+    return _sync_await(output.future())

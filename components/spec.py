@@ -1,0 +1,464 @@
+"""WorkstationSpec: what the user asked for, read from stack config and validated once.
+
+Every later step (the cloud modules, the plan, the outputs) reads this one
+frozen value and never the raw config, so a bad value is caught here, before
+any resource is declared, with one line that names the config key, the bad
+value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import ipaddress
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from components import catalog
+from components.catalog import CLOUDS, Cloud, InstanceProfile
+
+CONFIG_NAMESPACE = "gpu-workbench"
+
+DEFAULT_OPEN_PORTS = (22, 8888, 8890, 5000)
+DEFAULT_CONTAINER_IMAGE = "nvcr.io/nvidia/clara-train-sdk:v4.1"
+DEFAULT_ROOT_DISK_GB = 100
+MIN_ROOT_DISK_GB = 50  # the GPU images' own root snapshots are tens of GB
+MAX_ROOT_DISK_GB = 16384
+SSH_PORT = 22
+
+DEFAULT_REGIONS: dict[Cloud, str] = {"aws": "us-east-1", "gcp": "us-central1", "azure": "eastus"}
+REGION_PATTERNS: dict[Cloud, re.Pattern[str]] = {
+    "aws": re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$"),
+    "gcp": re.compile(r"^[a-z]+-[a-z]+\d+$"),
+    "azure": re.compile(r"^[a-z]+[a-z0-9]*$"),
+}
+# The user each cloud's GPU image logs in as, unless the stack may choose one.
+FIXED_SSH_USERS: dict[Cloud, str] = {"aws": "ubuntu"}
+DEFAULT_ADMIN_USER_AZURE = "azureuser"
+# Azure refuses these admin names at create time; say so before that.
+AZURE_RESERVED_USERS = frozenset((
+    "administrator", "admin", "user", "user1", "test", "user2", "test1", "user3", "admin1",
+    "1", "123", "a", "actuser", "adm", "admin2", "aspnet", "backup", "console", "david",
+    "guest", "john", "owner", "root", "server", "sql", "support", "support_388945a0", "sys",
+    "test2", "test3", "user4", "user5",
+))
+LINUX_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+SSH_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+IMAGE_REFERENCE = re.compile(r"^[a-z0-9]+([._/:@-][A-Za-z0-9_.-]+)*$")
+TAG_KEY = re.compile(r"^[A-Za-z0-9_.:/+@ -]{1,63}$")
+
+# Shipped in the example stacks so that `scripts/plan` runs on a fresh clone.
+# Nobody holds this key's private half and these CIDRs are documentation
+# ranges (RFC 5737), so a real `pulumi up` with them is refused.
+EXAMPLE_KEY_COMMENT = "replace-me@gpu-workbench"
+EXAMPLE_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
+EXAMPLE_ACCOUNT_DOMAIN = "@example.com"
+
+
+class SpecError(ValueError):
+    """A stack config value that cannot be built. str() is the one line to print."""
+
+    def __init__(self, key: str, value: object, problem: str) -> None:
+        self.key = key
+        self.value = value
+        self.problem = problem
+        shown = "(not set)" if value is None else repr(value)
+        super().__init__(f"{CONFIG_NAMESPACE}:{key}: {shown} {problem}")
+
+
+@dataclass(frozen=True)
+class WorkstationSpec:
+    cloud: Cloud
+    stack: str
+    region: str
+    zone: str | None
+    profile: InstanceProfile
+    gpu_count: int
+    container_image: str
+    allowed_cidrs: tuple[str, ...]
+    open_ports: tuple[int, ...]
+    app_ports_from_anywhere: bool
+    ssh_public_key: str
+    ssh_user: str
+    root_disk_gb: int
+    tags: tuple[tuple[str, str], ...]
+    gcp_project: str | None = None
+    gcp_os_login_account: str | None = None
+    machine_image: str | None = None
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def name_prefix(self) -> str:
+        """Prefix for every resource name: one stack's resources are easy to find."""
+        return f"wb-{self.stack}"
+
+    @property
+    def app_ports(self) -> tuple[int, ...]:
+        return tuple(p for p in self.open_ports if p != SSH_PORT)
+
+    @property
+    def hourly_cost_usd(self) -> float:
+        return self.profile.hourly_cost(self.gpu_count)
+
+    def tag_dict(self) -> dict[str, str]:
+        return dict(self.tags)
+
+
+# --- reading config -------------------------------------------------------------------------
+
+ConfigGetter = Callable[[str], "str | None"]
+
+
+def load_spec(
+    get: ConfigGetter, *, stack: str, project_dir: Path, deploying: bool
+) -> WorkstationSpec:
+    """Build the spec from raw config strings, as Pulumi hands them to a program.
+
+    `get(key)` returns the raw string for `gpu-workbench:<key>` or None. Arrays
+    arrive JSON-encoded, numbers and booleans as their text, as the Pulumi CLI
+    passes them. `deploying` is True for `pulumi up`: example placeholders
+    that are fine for a plan are refused then.
+    """
+    reader = _Reader(get)
+    warnings: list[str] = []
+
+    cloud = reader.choice("cloud", CLOUDS, default=None)
+    region = reader.text("region") or DEFAULT_REGIONS[cloud]
+    if not REGION_PATTERNS[cloud].match(region):
+        raise SpecError("region", region, f"is not a {cloud} region name (e.g. "
+                        f"{DEFAULT_REGIONS[cloud]})")
+    zone = _zone(cloud, region, reader.text("zone"))
+
+    profile = _profile(cloud, reader.text("profile"))
+    gpu_count = reader.integer("gpuCount", default=profile.default_gpu_count)
+    if gpu_count not in profile.gpu_counts:
+        counts = ", ".join(str(c) for c in profile.gpu_counts)
+        raise SpecError("gpuCount", gpu_count,
+                        f"is not a GPU count {profile.name} offers; accepted: {counts}")
+
+    if not profile.sold:
+        warnings.append(
+            f"{profile.name} ({profile.gpu.model}) is retired on {cloud} and may not be "
+            f"available; a current replacement is {profile.replacement}. Building what the "
+            f"stack asks for."
+        )
+    if profile.vcpu_limit_exceeded(gpu_count):
+        warnings.append(
+            f"{cloud} documents at most {profile.max_vcpus_per_gpu} vCPUs per "
+            f"{profile.gpu.model} on {profile.machine_type}; {profile.vcpus} vCPUs with "
+            f"{gpu_count} GPU may be refused at create time (use gpuCount "
+            f"{-(-profile.vcpus // (profile.max_vcpus_per_gpu or 1))} or a smaller machine)."
+        )
+    if region != catalog.PRICE_REGIONS[cloud]:
+        warnings.append(
+            f"prices are {catalog.PRICE_REGIONS[cloud]} list prices; {region} may differ."
+        )
+
+    container_image = reader.text("containerImage") or DEFAULT_CONTAINER_IMAGE
+    if not IMAGE_REFERENCE.match(container_image):
+        raise SpecError("containerImage", container_image,
+                        "is not an image reference (e.g. nvcr.io/nvidia/pytorch:24.05-py3)")
+
+    open_ports = _ports(reader.json_list("openPorts", default=list(DEFAULT_OPEN_PORTS)))
+    anywhere_ok = reader.boolean("allowAppPortsFromAnywhere", default=False)
+    allowed_cidrs = _cidrs(reader.json_list("allowedCidrs", default=None))
+    _check_exposure(allowed_cidrs, open_ports, anywhere_ok, warnings)
+
+    ssh_public_key = _ssh_public_key(reader.text("sshPublicKey"), project_dir)
+    ssh_user, os_login_account = _ssh_user(cloud, reader)
+    root_disk_gb = reader.integer("rootDiskGb", default=DEFAULT_ROOT_DISK_GB)
+    if not MIN_ROOT_DISK_GB <= root_disk_gb <= MAX_ROOT_DISK_GB:
+        raise SpecError("rootDiskGb", root_disk_gb,
+                        f"is out of range; accepted: {MIN_ROOT_DISK_GB} to {MAX_ROOT_DISK_GB}")
+
+    tags = _tags(reader.json_list("tags", default=[]), stack)
+    gcp_project = reader.text("gcpProject")
+    if gcp_project is not None and cloud != "gcp":
+        raise SpecError("gcpProject", gcp_project, f"applies to gcp stacks only, not {cloud}")
+    machine_image = reader.text("machineImage")
+    if machine_image is not None and cloud == "azure" and len(machine_image.split(":")) != 4:
+        raise SpecError("machineImage", machine_image,
+                        "is not an Azure image URN; accepted: publisher:offer:sku:version")
+
+    _check_placeholders(ssh_public_key, allowed_cidrs, os_login_account, deploying, warnings)
+
+    return WorkstationSpec(
+        cloud=cloud,
+        stack=stack,
+        region=region,
+        zone=zone,
+        profile=profile,
+        gpu_count=gpu_count,
+        container_image=container_image,
+        allowed_cidrs=allowed_cidrs,
+        open_ports=open_ports,
+        app_ports_from_anywhere=anywhere_ok,
+        ssh_public_key=ssh_public_key,
+        ssh_user=ssh_user,
+        root_disk_gb=root_disk_gb,
+        tags=tags,
+        gcp_project=gcp_project,
+        gcp_os_login_account=os_login_account,
+        machine_image=machine_image,
+        warnings=tuple(warnings),
+    )
+
+
+class _Reader:
+    """Typed access to raw config strings; each failure names its key."""
+
+    def __init__(self, get: ConfigGetter) -> None:
+        self._get = get
+
+    def text(self, key: str) -> str | None:
+        value = self._get(key)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def choice(self, key: str, accepted: tuple[Cloud, ...], default: Cloud | None) -> Cloud:
+        value = self.text(key)
+        if value is None and default is not None:
+            return default
+        if value not in accepted:
+            raise SpecError(key, value, f"is not accepted; accepted: {', '.join(accepted)}")
+        return cast(Cloud, value)
+
+    def integer(self, key: str, default: int) -> int:
+        value = self.text(key)
+        if value is None:
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise SpecError(key, value, "is not a whole number") from None
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.text(key)
+        if value is None:
+            return default
+        if value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise SpecError(key, value, "is not accepted; accepted: true, false")
+
+    def json_list(self, key: str, default: list[Any] | None) -> list[Any]:
+        value = self.text(key)
+        if value is None:
+            if default is None:
+                raise SpecError(key, None, "must be set: a list, e.g. [\"203.0.113.7/32\"]")
+            return default
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            raise SpecError(key, value, "is not a list; write it as a YAML list") from None
+        if not isinstance(parsed, list):
+            raise SpecError(key, parsed, "is not a list; write it as a YAML list")
+        return parsed
+
+
+def _zone(cloud: Cloud, region: str, zone: str | None) -> str | None:
+    if cloud == "gcp":
+        zone = zone or f"{region}-a"
+        if not re.match(rf"^{re.escape(region)}-[a-z]$", zone):
+            raise SpecError("zone", zone, f"is not a zone of region {region} (e.g. {region}-a)")
+    elif cloud == "aws" and zone is not None:
+        if not re.match(rf"^{re.escape(region)}[a-z]$", zone):
+            raise SpecError("zone", zone, f"is not an availability zone of {region} "
+                            f"(e.g. {region}a)")
+    elif cloud == "azure" and zone is not None and zone not in ("1", "2", "3"):
+        raise SpecError("zone", zone, "is not an Azure availability zone; accepted: 1, 2, 3")
+    return zone
+
+
+def _profile(cloud: Cloud, name: str | None) -> InstanceProfile:
+    if name is None:
+        return catalog.recommended_profile(cloud)
+    profile = catalog.find_profile(cloud, name)
+    if profile is not None:
+        return profile
+    names = ", ".join(p.name for p in catalog.profiles_for(cloud))
+    elsewhere = catalog.clouds_offering(name)
+    if elsewhere:
+        raise SpecError("profile", name, f"is a {'/'.join(elsewhere)} profile, not offered "
+                        f"on {cloud}; {cloud} profiles: {names}")
+    raise SpecError("profile", name, f"is not a known profile; {cloud} profiles: {names}")
+
+
+def _ports(values: list[Any]) -> tuple[int, ...]:
+    ports: list[int] = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+            raise SpecError("openPorts", value, "is not a TCP port; accepted: 1 to 65535")
+        if value not in ports:
+            ports.append(value)
+    if SSH_PORT not in ports:
+        raise SpecError("openPorts", values, "must include 22: the bootstrap and the "
+                        "tunnel reach the workstation over SSH")
+    return tuple(ports)
+
+
+def _cidrs(values: list[Any]) -> tuple[str, ...]:
+    if not values:
+        raise SpecError("allowedCidrs", values, "is empty; give at least one CIDR, e.g. your "
+                        "own address as [\"203.0.113.7/32\"]")
+    cidrs: list[str] = []
+    for value in values:
+        if not isinstance(value, str):
+            raise SpecError("allowedCidrs", value, "is not a CIDR such as 203.0.113.7/32")
+        try:
+            network = ipaddress.ip_network(value.strip(), strict=True)
+        except ValueError as err:
+            hint = ""
+            with contextlib.suppress(ValueError):
+                hint = f" (did you mean {ipaddress.ip_network(value.strip(), strict=False)}?)"
+            raise SpecError("allowedCidrs", value,
+                            f"is not a valid CIDR: {err}{hint}") from None
+        if str(network) not in cidrs:
+            cidrs.append(str(network))
+    return tuple(cidrs)
+
+
+def _is_anywhere(cidr: str) -> bool:
+    return ipaddress.ip_network(cidr).prefixlen == 0
+
+
+def _check_exposure(
+    cidrs: tuple[str, ...], ports: tuple[int, ...], anywhere_ok: bool, warnings: list[str]
+) -> None:
+    anywhere = [c for c in cidrs if _is_anywhere(c)]
+    if not anywhere:
+        return
+    app_ports = [p for p in ports if p != SSH_PORT]
+    if app_ports and not anywhere_ok:
+        raise SpecError("allowedCidrs", anywhere[0],
+                        f"would open app ports {', '.join(map(str, app_ports))} to the whole "
+                        "internet; use your own CIDR, or set "
+                        f"{CONFIG_NAMESPACE}:allowAppPortsFromAnywhere: true to accept that")
+    if app_ports:
+        warnings.append(
+            f"app ports {', '.join(map(str, app_ports))} are open to {', '.join(anywhere)} "
+            "(allowAppPortsFromAnywhere: true); JupyterLab relies on its token alone."
+        )
+    warnings.append(f"SSH (22) is open to {', '.join(anywhere)}; key-only login, but "
+                    "expect scanners.")
+
+
+def _ssh_public_key(value: str | None, project_dir: Path) -> str:
+    if value is None:
+        raise SpecError("sshPublicKey", None, "must be set: your SSH public key, or a path "
+                        "to it such as ~/.ssh/id_ed25519.pub")
+    text = value
+    if not value.startswith(SSH_KEY_TYPES):
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            path = project_dir / path
+        if not path.is_file():
+            raise SpecError("sshPublicKey", value, "is neither a public key nor a readable "
+                            "file; accepted: an OpenSSH public key (ssh-ed25519 AAAA...) or "
+                            "its path")
+        text = path.read_text(errors="replace").strip()
+    if "PRIVATE KEY" in text:
+        raise SpecError("sshPublicKey", value, "is a private key; give the .pub file")
+    parts = text.split()
+    if len(parts) < 2 or parts[0] not in SSH_KEY_TYPES:
+        raise SpecError("sshPublicKey", value, "is not an OpenSSH public key; accepted types: "
+                        + ", ".join(SSH_KEY_TYPES))
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise SpecError("sshPublicKey", value, "has a key body that is not base64") from None
+    # The blob starts with its own type name: a length-prefixed string.
+    type_len = int.from_bytes(blob[:4], "big") if len(blob) >= 4 else -1
+    if blob[4:4 + type_len].decode(errors="replace") != parts[0]:
+        raise SpecError("sshPublicKey", value, f"is damaged: its body is not a {parts[0]} key")
+    return " ".join(parts[:3])
+
+
+def _ssh_user(cloud: Cloud, reader: _Reader) -> tuple[str, str | None]:
+    """The login user, and on GCP the Google account whose OS Login profile gets the key."""
+    admin_user = reader.text("adminUser")
+    account = reader.text("gcpOsLoginAccount")
+    if account is not None and cloud != "gcp":
+        raise SpecError("gcpOsLoginAccount", account, f"applies to gcp stacks only, not {cloud}")
+    if cloud in FIXED_SSH_USERS:
+        fixed = FIXED_SSH_USERS[cloud]
+        if admin_user not in (None, fixed):
+            raise SpecError("adminUser", admin_user, f"cannot be chosen on {cloud}: its GPU "
+                            f"image logs in as {fixed}; remove the key or set it to {fixed}")
+        return fixed, None
+    if cloud == "gcp":
+        if account is None or not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", account):
+            raise SpecError("gcpOsLoginAccount", account, "must be the Google account (e.g. "
+                            "you@your-university.edu) whose OS Login profile gets the key")
+        # OS Login names a Google account's POSIX user after its email, with
+        # every character outside [a-z0-9] turned into "_".
+        derived = re.sub(r"[^a-z0-9]", "_", account.lower())
+        user = admin_user or derived
+    else:
+        user = admin_user or DEFAULT_ADMIN_USER_AZURE
+        if user in AZURE_RESERVED_USERS:
+            raise SpecError("adminUser", user, "is reserved on Azure; e.g. azureuser")
+    if not LINUX_USER.match(user):
+        raise SpecError("adminUser", user, "is not a Linux user name ([a-z_][a-z0-9_-]*, "
+                        "at most 32 characters)")
+    return user, account
+
+
+def _tags(values: list[Any], stack: str) -> tuple[tuple[str, str], ...]:
+    tags: dict[str, str] = {"project": "gpu-workbench", "stack": stack}
+    for value in values:
+        if not isinstance(value, str) or "=" not in value:
+            raise SpecError("tags", value, "is not a tag; accepted: \"key=value\" strings")
+        key, _, tag_value = value.partition("=")
+        key = key.strip()
+        if not TAG_KEY.match(key):
+            raise SpecError("tags", value, "has a key that clouds refuse; use letters, "
+                            "digits and _.:/+@- (at most 63)")
+        if key in ("project", "stack"):
+            raise SpecError("tags", value, "overrides a tag gpu-workbench sets itself "
+                            "(project, stack); use another key")
+        tags[key] = tag_value.strip()
+    return tuple(tags.items())
+
+
+def _check_placeholders(
+    key: str,
+    cidrs: tuple[str, ...],
+    account: str | None,
+    deploying: bool,
+    warnings: list[str],
+) -> None:
+    """The example stacks plan on a fresh clone; `pulumi up` needs the user's own values."""
+    found: list[tuple[str, str]] = []
+    if key.endswith(EXAMPLE_KEY_COMMENT):
+        found.append(("sshPublicKey", "the example key shipped with gpu-workbench"))
+    for cidr in cidrs:
+        network = ipaddress.ip_network(cidr)
+        if any(network.version == ex.version and network.subnet_of(ex)  # type: ignore[arg-type]
+               for ex in EXAMPLE_NETWORKS):
+            found.append(("allowedCidrs", f"{cidr}, a documentation range nobody connects from"))
+    if account is not None and account.endswith(EXAMPLE_ACCOUNT_DOMAIN):
+        found.append(("gcpOsLoginAccount", f"{account}, an example account"))
+    for key_name, what in found:
+        if deploying:
+            raise SpecError(key_name, what, "is an example value; set your own before "
+                            "`pulumi up`")
+        warnings.append(f"{CONFIG_NAMESPACE}:{key_name} is {what}; set your own before "
+                        "`pulumi up`.")

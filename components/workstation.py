@@ -1,0 +1,60 @@
+"""What every cloud's workstation component shares: its outputs.
+
+Each cloud module builds its resources and hands the public IP here; the
+strings a user needs (ssh, tunnel, URLs, cost) are derived the same way for
+every cloud, so `pulumi stack output` reads alike on AWS, GCP and Azure.
+"""
+
+from __future__ import annotations
+
+import pulumi
+
+from components import access
+from components.spec import WorkstationSpec
+
+OUTPUT_NAMES = (
+    "cloud",
+    "instance_type",
+    "gpu",
+    "public_ip",
+    "ssh_user",
+    "ssh_command",
+    "tunnel_command",
+    "jupyter_url",
+    "aiaa_url",
+    "hourly_cost_usd",
+    "container_image",
+)
+
+
+class Workstation(pulumi.ComponentResource):
+    """Base of the per-cloud components; subclasses call `_publish(public_ip)` last."""
+
+    outputs: dict[str, pulumi.Output[object]]
+
+    def __init__(
+        self, cloud_type: str, name: str, spec: WorkstationSpec,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(f"gpu-workbench:{cloud_type}:Workstation", name, None, opts)
+        self.spec = spec
+        self.child = pulumi.ResourceOptions(parent=self)
+
+    def _publish(self, public_ip: pulumi.Output[str]) -> None:
+        spec = self.spec
+        values: dict[str, object] = {
+            "cloud": spec.cloud,
+            "instance_type": spec.profile.machine_type,
+            "gpu": f"{spec.gpu_count} x {spec.profile.gpu.model}",
+            "public_ip": public_ip,
+            "ssh_user": spec.ssh_user,
+            "ssh_command": public_ip.apply(lambda ip: access.ssh_command(spec.ssh_user, ip)),
+            "tunnel_command": public_ip.apply(lambda ip: access.tunnel_command(spec, ip)),
+            "jupyter_url": access.jupyter_url(),
+            "aiaa_url": access.aiaa_url(),
+            "hourly_cost_usd": spec.hourly_cost_usd,
+            "container_image": spec.container_image,
+        }
+        assert tuple(values) == OUTPUT_NAMES, "every cloud exports the same outputs"
+        self.outputs = {k: pulumi.Output.from_input(v) for k, v in values.items()}
+        self.register_outputs(self.outputs)
