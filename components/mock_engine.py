@@ -49,6 +49,12 @@ class DeclaredResource:
     parent_urn: str
     custom: bool
     inputs: dict[str, Any]
+    # input name -> URNs of the resources its value came from (e.g. which
+    # security group a rule's securityGroupId is the ID of)
+    input_sources: dict[str, list[str]] = field(default_factory=dict)
+
+    def source_of(self, input_name: str) -> list[str]:
+        return self.input_sources.get(input_name, [])
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,8 @@ class _RecordingMonitor(mocks.MockMonitor):
                 parent_urn=request.parent,
                 custom=bool(request.custom),
                 inputs=rpc.deserialize_properties(request.object, keep_unknowns=True),
+                input_sources={key: list(deps.urns)
+                               for key, deps in request.propertyDependencies.items()},
             ))
         return response
 
@@ -152,13 +160,17 @@ def read_stack_config(path: Path) -> dict[str, str]:
 
 
 def run_program(
-    config: dict[str, str], stack: str, project_dir: Path = PROJECT_DIR
+    config: dict[str, str],
+    stack: str,
+    project_dir: Path = PROJECT_DIR,
+    run: ProgramRun | None = None,
 ) -> ProgramRun:
     """Run __main__.py under the mock engine as a preview; return what it declared.
 
-    Raises whatever the program raises (pulumi.RunError for bad config).
+    Raises whatever the program raises (pulumi.RunError for bad config); pass
+    `run` to inspect what had been declared by then.
     """
-    run = ProgramRun(stack=stack, config=dict(config))
+    run = run if run is not None else ProgramRun(stack=stack, config=dict(config))
     recorder = _RecordingMocks(run)
     settings.set_root_resource(None)  # type: ignore[arg-type]  # each run: a fresh Stack
     mocks.set_mocks(recorder, project=PROJECT_NAME, stack=stack, preview=True,

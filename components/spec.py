@@ -141,7 +141,7 @@ def load_spec(
     cloud = reader.choice("cloud", CLOUDS, default=None)
     region = reader.text("region") or DEFAULT_REGIONS[cloud]
     if not REGION_PATTERNS[cloud].match(region):
-        raise SpecError("region", region, f"is not a {cloud} region name (e.g. "
+        raise SpecError("region", region, f"is not a region name on {cloud} (e.g. "
                         f"{DEFAULT_REGIONS[cloud]})")
     zone = _zone(cloud, region, reader.text("zone"))
 

@@ -1,0 +1,61 @@
+"""WorkstationSpec defaults and normalisation (the error cases are in test_bad_input)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from components.spec import DEFAULT_CONTAINER_IMAGE, WorkstationSpec, load_spec
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN0cqv/1My5bSWFzNkRvjVZUx96tdsPv+pZy8ewiZSXm me@lab"
+
+
+def spec(project_dir: Path = Path("."), **values: str) -> WorkstationSpec:
+    base = {"cloud": "gcp", "allowedCidrs": '["130.60.24.7"]', "sshPublicKey": KEY,
+            "gcpOsLoginAccount": "me@uni.edu"}
+    base.update(values)
+    return load_spec(base.get, stack="t", project_dir=project_dir, deploying=True)
+
+
+def test_defaults() -> None:
+    s = spec()
+    assert s.profile.name == "n1-standard-16-v100"
+    assert (s.region, s.zone, s.gpu_count) == ("us-central1", "us-central1-a", 1)
+    assert s.open_ports == (22, 8888, 8890, 5000)
+    assert s.app_ports == (8888, 8890, 5000)
+    assert s.root_disk_gb == 100
+    assert s.container_image == DEFAULT_CONTAINER_IMAGE
+    assert s.tag_dict() == {"project": "gpu-workbench", "stack": "t"}
+    assert s.name_prefix == "wb-t"
+
+
+def test_bare_address_is_a_host_cidr_and_duplicates_go() -> None:
+    s = spec(allowedCidrs='["130.60.24.7", "130.60.24.7/32", "2001:620::/32"]')
+    assert s.allowed_cidrs == ("130.60.24.7/32", "2001:620::/32")
+
+
+def test_key_from_a_path_relative_to_the_project(tmp_path: Path) -> None:
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "me.pub").write_text(KEY + "\n")
+    assert spec(tmp_path, sshPublicKey="keys/me.pub").ssh_public_key == KEY
+
+
+def test_key_from_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "id_ed25519.pub").write_text(KEY)
+    assert spec(sshPublicKey="~/.ssh/id_ed25519.pub").ssh_public_key == KEY
+
+
+def test_tags_and_ports_are_kept_in_order() -> None:
+    s = spec(tags='["owner=alice", "grant=ERC-123"]', openPorts="[22, 6006, 8888]")
+    assert s.tag_dict() == {"project": "gpu-workbench", "stack": "t", "owner": "alice",
+                            "grant": "ERC-123"}
+    assert s.open_ports == (22, 6006, 8888)
+
+
+def test_retired_type_warns_with_replacement_but_builds() -> None:
+    s = spec(cloud="azure", gcpOsLoginAccount="", profile="Standard_NC6s_v3")
+    assert s.profile.name == "Standard_NC6s_v3"
+    assert any("Standard_NC24ads_A100_v4" in w for w in s.warnings)
