@@ -1,28 +1,9 @@
-"""Run the real Pulumi program under the mock engine for a stack config."""
-
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import pytest
 
-from components.mock_engine import PROJECT_DIR, ProgramRun, read_stack_config, run_program
-
-RunStack = Callable[..., ProgramRun]
-
-
-def stack_config(name: str, **overrides: object) -> dict[str, str]:
-    """A shipped stack's config with `gpu-workbench:` keys replaced (None removes one)."""
-    import json
-
-    config = read_stack_config(PROJECT_DIR / "stacks" / f"Pulumi.{name}.yaml")
-    for key, value in overrides.items():
-        full = f"gpu-workbench:{key}"
-        if value is None:
-            config.pop(full, None)
-        else:
-            config[full] = value if isinstance(value, str) else json.dumps(value)
-    return config
+from components.mock_engine import ProgramRun, run_program
+from tests.stacks.helpers import RunStack, stack_config
 
 
 @pytest.fixture

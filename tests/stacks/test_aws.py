@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from components.aws import DLAMI_NAME, DLAMI_OWNER
 from components.mock_engine import KNOWN_AFTER_UP
-from tests.stacks.conftest import RunStack
+from tests.stacks.helpers import RunStack
 
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 INSTANCE = "aws:ec2/instance:Instance"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from components.azure import NVIDIA_VMI_URN
-from tests.stacks.conftest import RunStack
+from tests.stacks.helpers import RunStack
 
 VM = "azure-native:compute:VirtualMachine"
 NSG = "azure-native:network:NetworkSecurityGroup"

@@ -8,7 +8,7 @@ import pulumi
 import pytest
 
 from components.mock_engine import PROJECT_DIR, ProgramRun, run_program
-from tests.stacks.conftest import stack_config
+from tests.stacks.helpers import stack_config
 
 GOOD_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN0cqv/1My5bSWFzNkRvjVZUx96tdsPv+pZy8ewiZSXm me@x"
 
@@ -78,7 +78,7 @@ def test_private_key_file_is_refused(tmp_path) -> None:
     path = tmp_path / "id_ed25519"
     path.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
                     "-----END OPENSSH PRIVATE KEY-----\n")
-    with pytest.raises(pulumi.RunError, match="is a private key; give the .pub file"):
+    with pytest.raises(pulumi.RunError, match=r"is a private key; give the \.pub file"):
         run_program(stack_config("aws", sshPublicKey=str(path)), "aws")
 
 
@@ -123,10 +123,10 @@ def test_up_refuses_the_example_values(monkeypatch) -> None:
     def get(key: str) -> str | None:
         return config.get(f"gpu-workbench:{key}")
 
-    with pytest.raises(SpecError, match="sshPublicKey.*example value"):
+    with pytest.raises(SpecError, match=r"sshPublicKey.*example value"):
         load_spec(get, stack="aws", project_dir=Path("."), deploying=True)
     config["gpu-workbench:sshPublicKey"] = GOOD_KEY
-    with pytest.raises(SpecError, match="allowedCidrs.*documentation range"):
+    with pytest.raises(SpecError, match=r"allowedCidrs.*documentation range"):
         load_spec(get, stack="aws", project_dir=Path("."), deploying=True)
     config["gpu-workbench:allowedCidrs"] = '["130.60.0.0/16"]'
     spec = load_spec(get, stack="aws", project_dir=Path("."), deploying=True)

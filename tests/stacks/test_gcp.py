@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from components.gcp import NVIDIA_VMI
 from components.mock_engine import KNOWN_AFTER_UP
-from tests.stacks.conftest import RunStack
+from tests.stacks.helpers import RunStack
 
 INSTANCE = "gcp:compute/instance:Instance"
 FIREWALL = "gcp:compute/firewall:Firewall"
