@@ -8,6 +8,7 @@ catalog; values only a cloud can give print as "(known after up)".
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
@@ -227,4 +228,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: after a failed program, Pulumi's runtime can
+    # leave event loops whose __del__ prints a spurious traceback at exit.
+    os._exit(code)
