@@ -21,6 +21,9 @@ VPC_CIDR = "10.42.0.0/16"
 SUBNET_CIDR = "10.42.1.0/24"
 # Containers reach IMDSv2 through one more network hop than the host.
 IMDS_HOP_LIMIT = 2
+# Nitro instances show it as an NVMe device whose serial is the volume ID;
+# the bootstrap finds it either way.
+DATA_DEVICE = "/dev/sdf"
 
 
 class AwsWorkstation(Workstation):
@@ -48,6 +51,12 @@ class AwsWorkstation(Workstation):
         zone: pulumi.Input[str]
         if spec.zone:
             zone = spec.zone
+        elif spec.data_volume_id:
+            # A kept EBS volume lives in one zone: the instance must join it.
+            kept = aws.ebs.get_volume_output(
+                filters=[{"name": "volume-id", "values": [spec.data_volume_id]}], opts=lookup
+            )
+            zone = kept.availability_zone
         else:
             # Not every zone of a region offers every GPU type: ask which do.
             offerings = aws.ec2.get_instance_type_offerings_output(
@@ -145,9 +154,14 @@ class AwsWorkstation(Workstation):
                 "delete_on_termination": True,
                 "tags": tags,
             },
+            # A guest `poweroff` (the idle autostop) stops the instance, which
+            # ends compute billing; "terminate" would throw the machine away.
+            instance_initiated_shutdown_behavior="stop",
             tags={**tags, "Name": f"{prefix}-vm"},
             opts=child,
         )
+        data_volume_id = self._data_volume(spec, zone, instance, provider)
+        bucket = self._dataset_bucket(spec, provider) if spec.dataset_bucket else None
         address = aws.ec2.Eip(
             f"{prefix}-ip",
             domain="vpc",
@@ -156,4 +170,65 @@ class AwsWorkstation(Workstation):
             # The address only routes once the VPC has its gateway.
             opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[gateway]),
         )
-        self._publish(address.public_ip)
+        self._publish(address.public_ip, data_volume_id=data_volume_id, bucket=bucket)
+
+    def _data_volume(
+        self, spec: WorkstationSpec, zone: pulumi.Input[str], instance: aws.ec2.Instance,
+        provider: aws.Provider,
+    ) -> pulumi.Output[str] | None:
+        if not spec.has_data_volume:
+            return None
+        prefix = spec.name_prefix
+        volume_id: pulumi.Input[str]
+        if spec.data_volume_id:
+            volume_id = spec.data_volume_id
+        else:
+            volume = aws.ebs.Volume(
+                f"{prefix}-data",
+                availability_zone=zone,
+                size=spec.data_volume_gb,
+                type="gp3",
+                encrypted=True,
+                tags={**spec.tag_dict(), "Name": f"{prefix}-data", "gpu-workbench-role": "data"},
+                # Kept by `pulumi destroy` (dropped from the state, left in the
+                # account) unless the stack says keepDataVolume: false.
+                opts=pulumi.ResourceOptions(parent=self, provider=provider,
+                                            retain_on_delete=spec.keep_data_volume),
+            )
+            volume_id = volume.id
+        aws.ec2.VolumeAttachment(
+            f"{prefix}-data-attach",
+            device_name=DATA_DEVICE,
+            volume_id=volume_id,
+            instance_id=instance.id,
+            stop_instance_before_detaching=True,  # a clean unmount, not a yanked disk
+            opts=pulumi.ResourceOptions(parent=self, provider=provider),
+        )
+        return pulumi.Output.from_input(volume_id)
+
+    def _dataset_bucket(self, spec: WorkstationSpec, provider: aws.Provider) -> pulumi.Output[str]:
+        prefix = spec.name_prefix
+        child = pulumi.ResourceOptions(parent=self, provider=provider)
+        bucket = aws.s3.Bucket(
+            f"{prefix}-datasets",
+            # Not kept: destroy empties it first, as the stack asked.
+            force_destroy=not spec.keep_dataset_bucket,
+            tags=spec.tag_dict(),
+            opts=pulumi.ResourceOptions(parent=self, provider=provider,
+                                        retain_on_delete=spec.keep_dataset_bucket),
+        )
+        aws.s3.BucketPublicAccessBlock(
+            f"{prefix}-datasets-private", bucket=bucket.id, block_public_acls=True,
+            block_public_policy=True, ignore_public_acls=True, restrict_public_buckets=True,
+            opts=child,
+        )
+        aws.s3.BucketOwnershipControls(
+            f"{prefix}-datasets-owner", bucket=bucket.id,
+            rule={"object_ownership": "BucketOwnerEnforced"}, opts=child,
+        )
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{prefix}-datasets-sse", bucket=bucket.id,
+            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}],
+            opts=child,
+        )
+        return bucket.bucket

@@ -7,7 +7,7 @@ rest of the inputs; keep every input here explicit.
 from __future__ import annotations
 
 import pulumi
-from pulumi_azure_native import compute, network, resources
+from pulumi_azure_native import authorization, compute, devtestlab, network, resources, storage
 
 from components import network as rules
 from components.spec import WorkstationSpec
@@ -20,6 +20,9 @@ NVIDIA_VMI_URN = "nvidia:ngc_azure_17_11:ngc-base-version-24_03_4_gen2:latest"
 VNET_CIDR = "10.42.0.0/16"
 SUBNET_CIDR = "10.42.1.0/24"
 FIRST_RULE_PRIORITY = 1000
+DATA_LUN = 0  # /dev/disk/azure/scsi1/lun0 on the guest
+# Built-in role "Virtual Machine Contributor": lets the VM deallocate itself.
+VM_CONTRIBUTOR_ROLE = "9980e02c-c2be-4d73-94e8-173b1dc7cf3c"
 
 
 class AzureWorkstation(Workstation):
@@ -97,8 +100,10 @@ class AzureWorkstation(Workstation):
             tags=tags,
             opts=child,
         )
+        data_group = self._data_group(spec) if self._needs_data_group(spec) else None
+        data_disk_id = self._data_disk(spec, data_group)
         user = spec.ssh_user
-        compute.VirtualMachine(
+        vm = compute.VirtualMachine(
             f"{prefix}-vm",
             resource_group_name=group.name,
             location=location,
@@ -113,7 +118,18 @@ class AzureWorkstation(Workstation):
                     "managed_disk": {"storage_account_type": "Premium_LRS"},
                     "delete_option": "Delete",
                 },
+                # Detach, never delete, the data disk with the VM.
+                "data_disks": [{
+                    "lun": DATA_LUN,
+                    "create_option": "Attach",
+                    "managed_disk": {"id": data_disk_id},
+                    "delete_option": "Detach",
+                }] if data_disk_id is not None else None,
             },
+            # Only with autostop: an identity the idle check uses to deallocate
+            # the VM (a guest poweroff leaves an Azure VM billed).
+            identity={"type": compute.ResourceIdentityType.SYSTEM_ASSIGNED}
+            if spec.autostop_minutes else None,
             # Marketplace images bill through their plan; Azure refuses the VM without it.
             plan={"name": sku, "product": offer, "publisher": publisher},
             os_profile={
@@ -132,4 +148,112 @@ class AzureWorkstation(Workstation):
             tags=tags,
             opts=child,
         )
-        self._publish(public_ip.ip_address.apply(lambda ip: ip or ""))
+        self._stop_policy(spec, group, vm)
+        bucket = self._dataset_container(spec, data_group) if spec.dataset_bucket else None
+        self._publish(
+            public_ip.ip_address.apply(lambda ip: ip or ""),
+            data_volume_id=pulumi.Output.from_input(data_disk_id) if data_disk_id else None,
+            bucket=bucket,
+        )
+
+    @staticmethod
+    def _needs_data_group(spec: WorkstationSpec) -> bool:
+        return (spec.has_data_volume and not spec.data_volume_id) or spec.dataset_bucket
+
+    def _data_group(self, spec: WorkstationSpec) -> resources.ResourceGroup:
+        """Kept data lives in its own group: deleting the workstation's group
+        would delete everything in it, retained or not."""
+        keep = (spec.has_data_volume and spec.keep_data_volume) or (
+            spec.dataset_bucket and spec.keep_dataset_bucket)
+        return resources.ResourceGroup(
+            f"{spec.name_prefix}-data-rg", location=spec.region,
+            tags={**spec.tag_dict(), "gpu-workbench-role": "data"},
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=keep),
+        )
+
+    def _data_disk(
+        self, spec: WorkstationSpec, data_group: resources.ResourceGroup | None
+    ) -> pulumi.Input[str] | None:
+        if not spec.has_data_volume:
+            return None
+        if spec.data_volume_id:
+            return spec.data_volume_id
+        assert data_group is not None
+        disk = compute.Disk(
+            f"{spec.name_prefix}-data",
+            resource_group_name=data_group.name,
+            location=spec.region,
+            creation_data={"create_option": "Empty"},
+            disk_size_gb=spec.data_volume_gb,
+            sku={"name": "Premium_LRS"},
+            zones=[spec.zone] if spec.zone else None,
+            tags={**spec.tag_dict(), "gpu-workbench-role": "data"},
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=spec.keep_data_volume),
+        )
+        return disk.id
+
+    def _stop_policy(
+        self, spec: WorkstationSpec, group: resources.ResourceGroup, vm: compute.VirtualMachine
+    ) -> None:
+        if spec.autostop_minutes:
+            principal = vm.identity.apply(lambda identity: identity.principal_id if identity
+                                          else "")
+            subscription = authorization.get_client_config_output(
+                opts=pulumi.InvokeOutputOptions(parent=self)).subscription_id
+            authorization.RoleAssignment(
+                f"{spec.name_prefix}-self-deallocate",
+                principal_id=principal,
+                principal_type="ServicePrincipal",
+                role_definition_id=subscription.apply(
+                    lambda sub: f"/subscriptions/{sub}/providers/Microsoft.Authorization/"
+                                f"roleDefinitions/{VM_CONTRIBUTOR_ROLE}"),
+                scope=vm.id,  # this VM only
+                opts=self.child,
+            )
+        if spec.azure_daily_shutdown:
+            # Azure's own auto-shutdown deallocates; the name format is fixed.
+            devtestlab.GlobalSchedule(
+                f"{spec.name_prefix}-daily-shutdown",
+                name=vm.name.apply(lambda name: f"shutdown-computevm-{name}"),
+                resource_group_name=group.name,
+                location=spec.region,
+                status="Enabled",
+                task_type="ComputeVmShutdownTask",
+                daily_recurrence={"time": spec.azure_daily_shutdown.replace(":", "")},
+                time_zone_id="UTC",
+                notification_settings={"status": "Disabled"},
+                target_resource_id=vm.id,
+                tags=spec.tag_dict(),
+                opts=self.child,
+            )
+
+    def _dataset_container(
+        self, spec: WorkstationSpec, data_group: resources.ResourceGroup | None
+    ) -> pulumi.Output[str]:
+        assert data_group is not None
+        keep = pulumi.ResourceOptions(parent=self, retain_on_delete=spec.keep_dataset_bucket)
+        account = storage.StorageAccount(
+            # Storage account names: 3-24 lowercase letters and digits.
+            "".join(ch for ch in f"wb{spec.stack}data" if ch.isalnum()).lower()[:17],
+            resource_group_name=data_group.name,
+            location=spec.region,
+            kind="StorageV2",
+            sku={"name": "Standard_LRS"},
+            allow_blob_public_access=False,
+            enable_https_traffic_only=True,
+            minimum_tls_version="TLS1_2",
+            encryption={
+                "key_source": "Microsoft.Storage",
+                "services": {"blob": {"enabled": True, "key_type": "Account"}},
+            },
+            tags=spec.tag_dict(),
+            opts=keep,
+        )
+        container = storage.BlobContainer(
+            f"{spec.name_prefix}-datasets",
+            resource_group_name=data_group.name,
+            account_name=account.name,
+            public_access=storage.PublicAccess.NONE,
+            opts=keep,
+        )
+        return pulumi.Output.concat(account.name, "/", container.name)

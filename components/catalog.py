@@ -19,6 +19,17 @@ PRICES_READ_ON = "2025-06-30"
 PRICE_REGIONS: dict[Cloud, str] = {"aws": "us-east-1", "gcp": "us-central1", "azure": "eastus"}
 
 
+# USD per GB-month, same regions and date: the data volume's disk type and
+# standard object storage. Azure prices managed disks by tier; this is the
+# P15 (256 GiB) Premium SSD price per GiB, close for the sizes used here.
+DISK_PRICES: dict[Cloud, tuple[str, float]] = {
+    "aws": ("gp3", 0.08),
+    "gcp": ("pd-balanced", 0.10),
+    "azure": ("Premium_LRS", 0.1485),
+}
+BUCKET_PRICES: dict[Cloud, float] = {"aws": 0.023, "gcp": 0.020, "azure": 0.0184}
+
+
 @dataclass(frozen=True)
 class Gpu:
     model: str  # marketing name, e.g. "NVIDIA V100 16GB"

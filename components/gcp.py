@@ -22,6 +22,7 @@ NVIDIA_VMI = (
 )
 SUBNET_CIDR = "10.42.1.0/24"
 BOOT_DISK_TYPE = "pd-balanced"
+DATA_DEVICE_NAME = "workbench-data"
 
 
 def label_safe(text: str) -> str:
@@ -77,7 +78,7 @@ class GcpWorkstation(Workstation):
         )
 
         attachable = profile.accelerator_type is not None
-        gcp.compute.Instance(
+        instance = gcp.compute.Instance(
             f"{prefix}-vm",
             zone=spec.zone,
             machine_type=profile.machine_type,
@@ -107,7 +108,59 @@ class GcpWorkstation(Workstation):
             metadata={"enable-oslogin": "TRUE"},
             tags=[network_tag],
             labels=labels,
-            opts=child,
+            # The data disk is attached by its own resource (so a kept disk can
+            # be re-attached); the instance must not fight it over the list.
+            opts=pulumi.ResourceOptions(parent=self, provider=provider,
+                                        ignore_changes=["attachedDisks"]),
         )
+        data_volume_id = self._data_volume(spec, instance, provider, labels)
+        bucket = self._dataset_bucket(spec, provider, labels) if spec.dataset_bucket else None
         # The reserved address is the VM's public IP (access_configs.nat_ip).
-        self._publish(address.address)
+        self._publish(address.address, data_volume_id=data_volume_id, bucket=bucket)
+
+    def _data_volume(
+        self, spec: WorkstationSpec, instance: gcp.compute.Instance, provider: gcp.Provider,
+        labels: dict[str, str],
+    ) -> pulumi.Output[str] | None:
+        if not spec.has_data_volume:
+            return None
+        prefix = spec.name_prefix
+        disk_id: pulumi.Input[str]
+        if spec.data_volume_id:
+            disk_id = spec.data_volume_id
+        else:
+            disk = gcp.compute.Disk(
+                f"{prefix}-data",
+                zone=spec.zone,
+                size=spec.data_volume_gb,
+                type=BOOT_DISK_TYPE,
+                labels={**labels, "gpu-workbench-role": "data"},
+                # Kept by `pulumi destroy` unless keepDataVolume: false.
+                opts=pulumi.ResourceOptions(parent=self, provider=provider,
+                                            retain_on_delete=spec.keep_data_volume),
+            )
+            disk_id = disk.id
+        gcp.compute.AttachedDisk(
+            f"{prefix}-data-attach",
+            disk=disk_id,
+            instance=instance.id,
+            zone=spec.zone,
+            device_name=DATA_DEVICE_NAME,  # /dev/disk/by-id/google-<this> on the guest
+            opts=pulumi.ResourceOptions(parent=self, provider=provider),
+        )
+        return pulumi.Output.from_input(disk_id)
+
+    def _dataset_bucket(
+        self, spec: WorkstationSpec, provider: gcp.Provider, labels: dict[str, str]
+    ) -> pulumi.Output[str]:
+        bucket = gcp.storage.Bucket(
+            f"{spec.name_prefix}-datasets",
+            location=spec.region.upper(),
+            uniform_bucket_level_access=True,
+            public_access_prevention="enforced",  # never public, whatever an ACL says
+            force_destroy=not spec.keep_dataset_bucket,
+            labels=labels,
+            opts=pulumi.ResourceOptions(parent=self, provider=provider,
+                                        retain_on_delete=spec.keep_dataset_bucket),
+        )
+        return bucket.name

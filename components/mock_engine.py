@@ -34,6 +34,11 @@ INVOKE_RESULTS: dict[str, dict[str, Any]] = {
     "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": {
         "id": KNOWN_AFTER_UP, "locations": [KNOWN_AFTER_UP],
     },
+    "aws:ebs/getVolume:getVolume": {"id": KNOWN_AFTER_UP, "availabilityZone": KNOWN_AFTER_UP},
+    "azure-native:authorization:getClientConfig": {
+        "clientId": KNOWN_AFTER_UP, "objectId": KNOWN_AFTER_UP,
+        "subscriptionId": KNOWN_AFTER_UP, "tenantId": KNOWN_AFTER_UP,
+    },
 }
 
 
@@ -52,6 +57,8 @@ class DeclaredResource:
     # input name -> URNs of the resources its value came from (e.g. which
     # security group a rule's securityGroupId is the ID of)
     input_sources: dict[str, list[str]] = field(default_factory=dict)
+    retain_on_delete: bool = False
+    ignore_changes: tuple[str, ...] = ()
 
     def source_of(self, input_name: str) -> list[str]:
         return self.input_sources.get(input_name, [])
@@ -80,6 +87,10 @@ class ProgramRun:
         if len(found) != 1:
             raise AssertionError(f"expected one {type_token}, found {len(found)}")
         return found[0]
+
+    def named(self, name: str) -> DeclaredResource:
+        (found,) = [r for r in self.resources if r.name == name]
+        return found
 
     def invokes_of(self, token: str) -> list[Invocation]:
         return [i for i in self.invokes if i.token == token]
@@ -120,6 +131,8 @@ class _RecordingMonitor(mocks.MockMonitor):
                 inputs=rpc.deserialize_properties(request.object, keep_unknowns=True),
                 input_sources={key: list(deps.urns)
                                for key, deps in request.propertyDependencies.items()},
+                retain_on_delete=bool(request.retainOnDelete),
+                ignore_changes=tuple(request.ignoreChanges),
             ))
         return response
 

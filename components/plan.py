@@ -104,6 +104,88 @@ def _machine(
     return Machine(cloud, machine_type, count, profile, image, disk)
 
 
+@dataclass(frozen=True)
+class Kept:
+    """What outlives `pulumi destroy`, and what it costs per month."""
+
+    lines: tuple[str, ...]
+    monthly_usd: float
+
+
+DATA_DISKS = {
+    "aws:ebs/volume:Volume": ("size", "type"),
+    "gcp:compute/disk:Disk": ("size", "type"),
+    "azure-native:compute:Disk": ("diskSizeGB", None),
+}
+DATA_ATTACHMENTS = ("aws:ec2/volumeAttachment:VolumeAttachment",
+                    "gcp:compute/attachedDisk:AttachedDisk")
+BUCKETS = ("aws:s3/bucket:Bucket", "gcp:storage/bucket:Bucket",
+           "azure-native:storage:BlobContainer")
+
+
+def kept_after_destroy(run: ProgramRun, cloud: catalog.Cloud) -> Kept:
+    lines: list[str] = []
+    monthly = 0.0
+    per_gb = catalog.DISK_PRICES[cloud][1]
+    disks = [r for r in run.resources if r.type in DATA_DISKS]
+    for disk in disks:
+        size_key, type_key = DATA_DISKS[disk.type]
+        size = float(disk.inputs[size_key])
+        kind = disk.inputs.get(type_key) if type_key else disk.inputs["sku"]["name"]
+        cost = size * per_gb
+        if disk.retain_on_delete:
+            monthly += cost
+            lines.append(f"data volume {size:.0f} GB {kind}, mounted at /data: KEPT by "
+                         f"`pulumi destroy` (${cost:.2f}/month while kept)")
+        else:
+            lines.append(f"data volume {size:.0f} GB {kind}, mounted at /data: deleted by "
+                         "`pulumi destroy` (keepDataVolume: false)")
+    attached_by_id = [r for r in run.resources if r.type in DATA_ATTACHMENTS
+                      and not any(d.urn in r.source_of("volumeId") + r.source_of("disk")
+                                  for d in disks)]
+    vm = run.of_type("azure-native:compute:VirtualMachine")
+    azure_data = vm[0].inputs["storageProfile"].get("dataDisks") if vm else None
+    if attached_by_id or (azure_data and not disks):
+        volume = run.config.get("gpu-workbench:dataVolumeId")
+        lines.append(f"data volume {volume}: re-attached at /data; not part of this stack's "
+                     "resources, so `pulumi destroy` leaves it")
+    if not lines:
+        lines.append("no data volume (dataVolumeGb: 0): everything on the machine goes "
+                     "with `pulumi destroy`")
+    for bucket in (r for r in run.resources if r.type in BUCKETS):
+        rate = catalog.BUCKET_PRICES[cloud]
+        fate = ("KEPT by `pulumi destroy`, billed by use" if bucket.retain_on_delete
+                else "emptied and deleted by `pulumi destroy`")
+        lines.append(f"dataset bucket {bucket.name}: private, encrypted; {fate} "
+                     f"(${rate}/GB-month)")
+    return Kept(tuple(lines), round(monthly, 2))
+
+
+def stop_policy(run: ProgramRun, cloud: catalog.Cloud) -> list[str]:
+    minutes = run.outputs.get("autostop_minutes")
+    if not minutes:
+        return ["autostop off (autostopMinutes: 0): the machine bills until you stop it"]
+    lines = [f"autostop after {minutes} idle minutes (GPU idle, no SSH session, no Jupyter "
+             "kernel activity), installed by the bootstrap"]
+    if cloud == "aws":
+        behaviour = run.one("aws:ec2/instance:Instance").inputs.get(
+            "instanceInitiatedShutdownBehavior")
+        lines.append(f"stop = guest poweroff; shutdown behaviour '{behaviour}': the instance "
+                     "stops and compute billing ends")
+    elif cloud == "gcp":
+        lines.append("stop = guest poweroff: the VM goes to TERMINATED and compute billing ends")
+    else:
+        assignments = run.of_type("azure-native:authorization:RoleAssignment")
+        if assignments:
+            lines.append("stop = deallocate, by the VM's own managed identity (role "
+                         "assignment on this VM only); a guest poweroff alone keeps billing")
+        for schedule in run.of_type("azure-native:devtestlab:GlobalSchedule"):
+            time = schedule.inputs["dailyRecurrence"]["time"]
+            lines.append(f"daily auto-shutdown (deallocate) at {time[:2]}:{time[2:]} "
+                         f"{schedule.inputs['timeZoneId']}")
+    return lines
+
+
 # --- rendering ------------------------------------------------------------------------------
 
 
@@ -170,6 +252,12 @@ def render(run: ProgramRun, stack_path: Path) -> str:
     for port, cidrs in firewall_openings(run).items():
         add(f"  {port:<5} {network.port_purpose(port):<28} {', '.join(cidrs)}")
     add("  everything else inbound is closed")
+    add("")
+    add("Stop and keep")
+    out.extend(f"  {line}" for line in stop_policy(run, machine.cloud))
+    kept = kept_after_destroy(run, machine.cloud)
+    out.extend(f"  {line}" for line in kept.lines)
+    add(f"  after `pulumi destroy`: what is kept costs about ${kept.monthly_usd:.2f}/month")
     add("")
     add(f"Resources ({len(run.resources)})")
     out.extend(resource_tree(run))

@@ -27,6 +27,10 @@ CONFIG_NAMESPACE = "gpu-workbench"
 DEFAULT_OPEN_PORTS = (22, 8888, 8890, 5000)
 DEFAULT_CONTAINER_IMAGE = "nvcr.io/nvidia/clara-train-sdk:v4.1"
 DEFAULT_ROOT_DISK_GB = 100
+DEFAULT_DATA_VOLUME_GB = 200
+DEFAULT_AUTOSTOP_MINUTES = 60
+MAX_AUTOSTOP_MINUTES = 7 * 24 * 60
+DATA_MOUNT = "/data"
 MIN_ROOT_DISK_GB = 50  # the GPU images' own root snapshots are tens of GB
 MAX_ROOT_DISK_GB = 16384
 SSH_PORT = 22
@@ -59,6 +63,18 @@ SSH_KEY_TYPES = (
 )
 IMAGE_REFERENCE = re.compile(r"^[a-z0-9]+([._/:@-][A-Za-z0-9_.-]+)*$")
 TAG_KEY = re.compile(r"^[A-Za-z0-9_.:/+@ -]{1,63}$")
+
+VOLUME_ID_PATTERNS: dict[Cloud, str] = {
+    "aws": r"^vol-[0-9a-f]{8,17}$",
+    "gcp": r"^projects/[a-z][-a-z0-9]*/zones/[a-z0-9-]+/disks/[a-z]([-a-z0-9]*[a-z0-9])?$",
+    "azure": (r"^/subscriptions/[^/]+/resourceGroups/[^/]+"
+              r"/providers/Microsoft\.Compute/disks/[^/]+$"),
+}
+VOLUME_ID_EXAMPLES: dict[Cloud, str] = {
+    "aws": "vol-0123456789abcdef0",
+    "gcp": "projects/PROJECT/zones/ZONE/disks/NAME",
+    "azure": "/subscriptions/SUB/resourceGroups/RG/providers/Microsoft.Compute/disks/NAME",
+}
 
 # Shipped in the example stacks so that `scripts/plan` runs on a fresh clone.
 # Nobody holds this key's private half and these CIDRs are documentation
@@ -101,6 +117,14 @@ class WorkstationSpec:
     gcp_project: str | None = None
     gcp_os_login_account: str | None = None
     machine_image: str | None = None
+    # What outlives `pulumi destroy`, and what stops the machine when idle.
+    data_volume_gb: int = DEFAULT_DATA_VOLUME_GB  # 0: no data volume
+    keep_data_volume: bool = True
+    data_volume_id: str | None = None  # re-attach a kept volume instead of creating one
+    autostop_minutes: int = DEFAULT_AUTOSTOP_MINUTES  # 0: off
+    azure_daily_shutdown: str | None = None  # "HH:MM" UTC
+    dataset_bucket: bool = False
+    keep_dataset_bucket: bool = True
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -111,6 +135,10 @@ class WorkstationSpec:
     @property
     def app_ports(self) -> tuple[int, ...]:
         return tuple(p for p in self.open_ports if p != SSH_PORT)
+
+    @property
+    def has_data_volume(self) -> bool:
+        return self.data_volume_id is not None or self.data_volume_gb > 0
 
     @property
     def hourly_cost_usd(self) -> float:
@@ -197,6 +225,7 @@ def load_spec(
                         "is not an Azure image URN; accepted: publisher:offer:sku:version")
 
     _check_placeholders(ssh_public_key, allowed_cidrs, os_login_account, deploying, warnings)
+    lifecycle = _lifecycle(cloud, zone, reader)
 
     return WorkstationSpec(
         cloud=cloud,
@@ -216,6 +245,7 @@ def load_spec(
         gcp_project=gcp_project,
         gcp_os_login_account=os_login_account,
         machine_image=machine_image,
+        **lifecycle,
         warnings=tuple(warnings),
     )
 
@@ -271,6 +301,44 @@ class _Reader:
         if not isinstance(parsed, list):
             raise SpecError(key, parsed, "is not a list; write it as a YAML list")
         return parsed
+
+
+def _lifecycle(cloud: Cloud, zone: str | None, reader: _Reader) -> dict[str, Any]:
+    """Data volume, dataset bucket and stop policy keys."""
+    data_volume_gb = reader.integer("dataVolumeGb", default=DEFAULT_DATA_VOLUME_GB)
+    if data_volume_gb != 0 and not 10 <= data_volume_gb <= MAX_ROOT_DISK_GB:
+        raise SpecError("dataVolumeGb", data_volume_gb, "is out of range; accepted: 0 (no "
+                        f"data volume) or 10 to {MAX_ROOT_DISK_GB}")
+    data_volume_id = reader.text("dataVolumeId")
+    if data_volume_id is not None and not re.match(VOLUME_ID_PATTERNS[cloud], data_volume_id):
+        raise SpecError("dataVolumeId", data_volume_id,
+                        f"is not a {cloud} disk ID; accepted: {VOLUME_ID_EXAMPLES[cloud]}")
+    if data_volume_id is not None and cloud == "gcp":
+        disk_zone = data_volume_id.split("/")[3]
+        if disk_zone != zone:
+            raise SpecError("dataVolumeId", data_volume_id, f"is in zone {disk_zone}, not the "
+                            f"stack's zone {zone}; set {CONFIG_NAMESPACE}:zone: {disk_zone}")
+    autostop = reader.integer("autostopMinutes", default=DEFAULT_AUTOSTOP_MINUTES)
+    if not 0 <= autostop <= MAX_AUTOSTOP_MINUTES:
+        raise SpecError("autostopMinutes", autostop, "is out of range; accepted: 0 (off) to "
+                        f"{MAX_AUTOSTOP_MINUTES}")
+    daily = reader.text("azureDailyShutdown")
+    if daily is not None:
+        if cloud != "azure":
+            raise SpecError("azureDailyShutdown", daily, f"applies to azure stacks only, not "
+                            f"{cloud}")
+        if not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", daily):
+            raise SpecError("azureDailyShutdown", daily, "is not a time; accepted: HH:MM "
+                            "(24-hour, UTC), e.g. 22:00")
+    return {
+        "data_volume_gb": data_volume_gb,
+        "keep_data_volume": reader.boolean("keepDataVolume", default=True),
+        "data_volume_id": data_volume_id,
+        "autostop_minutes": autostop,
+        "azure_daily_shutdown": daily,
+        "dataset_bucket": reader.boolean("datasetBucket", default=False),
+        "keep_dataset_bucket": reader.boolean("keepDatasetBucket", default=True),
+    }
 
 
 def _zone(cloud: Cloud, region: str, zone: str | None) -> str | None:

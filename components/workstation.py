@@ -10,7 +10,7 @@ from __future__ import annotations
 import pulumi
 
 from components import access
-from components.spec import WorkstationSpec
+from components.spec import DATA_MOUNT, WorkstationSpec
 
 OUTPUT_NAMES = (
     "cloud",
@@ -24,6 +24,11 @@ OUTPUT_NAMES = (
     "aiaa_url",
     "hourly_cost_usd",
     "container_image",
+    "data_volume_id",
+    "data_volume_kept",
+    "data_mount",
+    "dataset_bucket",
+    "autostop_minutes",
 )
 
 
@@ -40,7 +45,13 @@ class Workstation(pulumi.ComponentResource):
         self.spec = spec
         self.child = pulumi.ResourceOptions(parent=self)
 
-    def _publish(self, public_ip: pulumi.Output[str]) -> None:
+    def _publish(
+        self,
+        public_ip: pulumi.Output[str],
+        *,
+        data_volume_id: pulumi.Output[str] | None,
+        bucket: pulumi.Output[str] | None,
+    ) -> None:
         spec = self.spec
         values: dict[str, object] = {
             "cloud": spec.cloud,
@@ -54,6 +65,11 @@ class Workstation(pulumi.ComponentResource):
             "aiaa_url": access.aiaa_url(),
             "hourly_cost_usd": spec.hourly_cost_usd,
             "container_image": spec.container_image,
+            "data_volume_id": data_volume_id if data_volume_id is not None else "",
+            "data_volume_kept": spec.has_data_volume and spec.keep_data_volume,
+            "data_mount": DATA_MOUNT if spec.has_data_volume else "",
+            "dataset_bucket": bucket if bucket is not None else "",
+            "autostop_minutes": spec.autostop_minutes,
         }
         assert tuple(values) == OUTPUT_NAMES, "every cloud exports the same outputs"
         self.outputs = {k: pulumi.Output.from_input(v) for k, v in values.items()}

@@ -57,11 +57,13 @@ def test_network_wiring_static_ip_and_nsg_on_nic(run_stack: RunStack) -> None:
     assert run.one(NSG).urn in nic.source_of("networkSecurityGroup")
     assert ip.urn in nic.source_of("ipConfigurations")
     assert nic.urn in run.one(VM).source_of("networkProfile")
-    group = run.one("azure-native:resources:ResourceGroup")
+    group = run.named("wb-azure-rg")
     assert group.inputs["location"] == "eastus"
+    data_group = run.named("wb-azure-data-rg")
     for resource in run.resources:
-        if resource.type.startswith("azure-native:") and resource.type != group.type:
-            assert resource.source_of("resourceGroupName") == [group.urn], resource.name
+        if resource.type.startswith("azure-native:") and "resourceGroupName" in resource.inputs:
+            expected = data_group if resource.name == "wb-azure-data" else group
+            assert resource.source_of("resourceGroupName") == [expected.urn], resource.name
 
 
 def test_current_gpu_stack(run_stack: RunStack) -> None:

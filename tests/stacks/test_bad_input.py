@@ -54,6 +54,12 @@ CASES = [
     ("aws", {"tags": ["stack=other"]}, "tags", ["overrides a tag"]),
     ("aws", {"containerImage": "not an image"}, "containerImage", ["image reference"]),
     ("azure", {"machineImage": "nvidia:offer"}, "machineImage", ["publisher:offer:sku:version"]),
+    ("aws", {"dataVolumeGb": 5}, "dataVolumeGb", ["5", "0 (no data volume) or 10"]),
+    ("aws", {"dataVolumeId": "disk-123"}, "dataVolumeId", ["'disk-123'", "vol-0123456789abcdef0"]),
+    ("azure", {"dataVolumeId": "vol-0abc1234def567890"}, "dataVolumeId",
+     ["not a azure disk ID", "/subscriptions/SUB"]),
+    ("aws", {"autostopMinutes": -5}, "autostopMinutes", ["-5", "0 (off) to 10080"]),
+    ("aws", {"keepDataVolume": "maybe"}, "keepDataVolume", ["'maybe'", "true, false"]),
 ]
 
 

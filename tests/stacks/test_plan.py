@@ -34,7 +34,7 @@ def test_plan_of_each_default_stack(stack: str) -> None:
         assert re.search(rf"^\s+{port}\s+.*203\.0\.113\.7/32$", out, re.M), port
     if replacement:
         assert f"a current replacement is {replacement}" in out
-    assert "public_ip        (known after up)" in out
+    assert re.search(r"^  public_ip\s+\(known after up\)$", out, re.M)
     assert "Resources (" in out and "Workstation  workstation" in out
 
 
