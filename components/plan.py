@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from components import catalog, network
+from components import catalog, images, network
 from components.mock_engine import (
     KNOWN_AFTER_UP,
     PROJECT_DIR,
@@ -241,7 +241,7 @@ def render(run: ProgramRun, stack_path: Path) -> str:
         add(f"  instance    {machine.machine_type} (not in the catalog)")
     add(f"  os image    {machine.image}")
     add(f"  root disk   {machine.disk}")
-    add(f"  container   {outputs.get('container_image')}")
+    add(f"  container   {_container_line(str(outputs.get('container_image')))}")
     cost = outputs.get("hourly_cost_usd")
     if isinstance(cost, (int, float)):
         add(f"  cost        ${cost:.2f}/hour on-demand while running (about ${cost * 24:.2f}/day, "
@@ -272,6 +272,14 @@ def render(run: ProgramRun, stack_path: Path) -> str:
     for name, value in outputs.items():
         add(f"  {name:<{width}}  {value}")
     return "\n".join(out)
+
+
+def _container_line(image: str) -> str:
+    preset = images.find_preset(image)
+    if preset is None:
+        return f"{image} (not in the image catalog: CUDA needs unknown)"
+    ports = ", ".join(f"{p.purpose} {p.container}->{p.host}" for p in preset.ports)
+    return f"{image} (preset {preset.name}: CUDA {preset.cuda_text}; {ports})"
 
 
 def _shown_path(path: Path) -> str:

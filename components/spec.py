@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from components import catalog
+from components import catalog, images
 from components.catalog import CLOUDS, Cloud, InstanceProfile
+from components.images import ImagePreset
 
 CONFIG_NAMESPACE = "gpu-workbench"
 
 DEFAULT_OPEN_PORTS = (22, 8888, 8890, 5000)
+DEFAULT_IMAGE_PRESET = "clara-train"
 DEFAULT_CONTAINER_IMAGE = "nvcr.io/nvidia/clara-train-sdk:v4.1"
 DEFAULT_ROOT_DISK_GB = 100
 DEFAULT_DATA_VOLUME_GB = 200
@@ -106,7 +108,8 @@ class WorkstationSpec:
     zone: str | None
     profile: InstanceProfile
     gpu_count: int
-    container_image: str
+    container_image: str  # a full image reference, presets resolved
+    image_preset: ImagePreset | None  # None: an image outside the catalog
     allowed_cidrs: tuple[str, ...]
     open_ports: tuple[int, ...]
     app_ports_from_anywhere: bool
@@ -198,10 +201,8 @@ def load_spec(
             f"prices are {catalog.PRICE_REGIONS[cloud]} list prices; {region} may differ."
         )
 
-    container_image = reader.text("containerImage") or DEFAULT_CONTAINER_IMAGE
-    if not IMAGE_REFERENCE.match(container_image):
-        raise SpecError("containerImage", container_image,
-                        "is not an image reference (e.g. nvcr.io/nvidia/pytorch:24.05-py3)")
+    container_image, image_preset = _container_image(
+        reader.text("containerImage") or DEFAULT_IMAGE_PRESET, profile, warnings)
 
     open_ports = _ports(reader.json_list("openPorts", default=list(DEFAULT_OPEN_PORTS)))
     anywhere_ok = reader.boolean("allowAppPortsFromAnywhere", default=False)
@@ -235,6 +236,7 @@ def load_spec(
         profile=profile,
         gpu_count=gpu_count,
         container_image=container_image,
+        image_preset=image_preset,
         allowed_cidrs=allowed_cidrs,
         open_ports=open_ports,
         app_ports_from_anywhere=anywhere_ok,
@@ -301,6 +303,26 @@ class _Reader:
         if not isinstance(parsed, list):
             raise SpecError(key, parsed, "is not a list; write it as a YAML list")
         return parsed
+
+
+def _container_image(
+    value: str, profile: InstanceProfile, warnings: list[str]
+) -> tuple[str, ImagePreset | None]:
+    """A preset name or an image reference; refuse one the GPU cannot run."""
+    preset = images.find_preset(value)
+    if preset is None:
+        if not IMAGE_REFERENCE.match(value):
+            raise SpecError("containerImage", value, "is neither a preset ("
+                            + ", ".join(p.name for p in images.PRESETS)
+                            + ") nor an image reference (e.g. nvcr.io/nvidia/pytorch:25.01-py3)")
+        warnings.append(f"{value} is not in the image catalog: its CUDA version is unknown, "
+                        "so only the bootstrap's driver check applies.")
+        return value, None
+    try:
+        warnings.extend(images.check_gpu(preset, profile.gpu, gpu_label=profile.name))
+    except images.Incompatible as err:
+        raise SpecError("containerImage", value, f"cannot run here: {err}") from None
+    return preset.image, preset
 
 
 def _lifecycle(cloud: Cloud, zone: str | None, reader: _Reader) -> dict[str, Any]:
