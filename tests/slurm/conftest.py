@@ -1,0 +1,64 @@
+"""Fixtures for the slurm tasks: a real login node (sshd) in front of a real Slurm.
+
+One session-wide cluster serves every slow test (it starts in about 4 s);
+tests keep apart by job name and their own directories in the user's home.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fabric import Connection
+
+from tests.slurm.login_node import LoginNode, build_busybox_image
+from tests.support.loopback_sshd import LoopbackSshd
+from tests.support.slurm_cluster import SlurmCluster, missing_real_parts
+
+LOGIN_USER = "wbslurm"
+
+
+def require_real_parts() -> None:
+    """Skip when the machine cannot run the cluster; fail instead where CI demands it."""
+    missing = missing_real_parts()
+    if not missing:
+        return
+    reason = "real Slurm test cluster needs: " + ", ".join(missing)
+    if os.environ.get("WORKBENCH_REQUIRE_REAL_PARTS") == "1":
+        pytest.fail(reason + " (WORKBENCH_REQUIRE_REAL_PARTS=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def login_node() -> Iterator[LoginNode]:
+    require_real_parts()
+    base = Path(tempfile.mkdtemp(prefix="wb-slurm-login-"))
+    base.chmod(0o755)
+    home = base / "home"
+    cluster = SlurmCluster(user=LOGIN_USER)
+    sshd = LoopbackSshd(
+        root=base / "sshd", user=LOGIN_USER, home=home, session_env=cluster.client_env()
+    )
+    try:
+        # The user must exist before slurmdbd gets its association.
+        sshd.start()
+        cluster.start()
+        image = build_busybox_image(base)
+        yield LoginNode(sshd=sshd, cluster=cluster, home=home, busybox_image=image)
+    finally:
+        cluster.stop()
+        sshd.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def conn(login_node: LoginNode) -> Iterator[Connection]:
+    connection = login_node.connect()
+    try:
+        yield connection
+    finally:
+        connection.close()
