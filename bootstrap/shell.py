@@ -1,0 +1,108 @@
+"""Remote POSIX sh snippets shared by the steps.
+
+Each step sends one script per change, so these are text builders, not
+commands: a step joins what it needs and pays one round trip for all of it.
+Scripts print "ERROR: ..." and exit non-zero when they fail.
+"""
+
+# ruff: noqa: E501  (embedded shell scripts stay on one line each, as a shell reader expects)
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shlex
+
+q = shlex.quote
+
+# Service manager: systemd when it is PID 1, else the SysV init script (what
+# Debian's docker.io ships; also what the test hosts use).
+DOCKERD_FUNCTIONS = r"""
+if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then wb_systemd=1; else wb_systemd=; fi
+wb_docker_up() { docker info >/dev/null 2>&1; }
+wb_docker_start() {
+  if [ -n "$wb_systemd" ]; then systemctl start docker; else service docker start >/dev/null; fi
+}
+wb_docker_stop() {
+  # docker.socket would start dockerd again on the next client call.
+  if [ -n "$wb_systemd" ]; then systemctl stop docker.socket docker 2>/dev/null || systemctl stop docker
+  else service docker stop >/dev/null; fi
+}
+wb_docker_reload() {
+  # SIGHUP makes dockerd reread daemon.json (runtimes are reloadable; data-root is not).
+  if [ -n "$wb_systemd" ]; then systemctl reload docker && echo "systemctl reload docker"
+  elif service docker reload >/dev/null 2>&1; then echo "service docker reload"
+  elif [ -s /var/run/docker.pid ] && kill -HUP "$(cat /var/run/docker.pid)"; then
+    # Debian's /etc/init.d/docker has no reload action; this is what it would do.
+    echo "SIGHUP to dockerd; its init script has no reload"
+  else echo "ERROR: cannot reload dockerd: no systemd, no reload action, no /var/run/docker.pid"; return 1
+  fi
+}
+wb_wait_for() {  # wb_wait_for SECONDS COMMAND...: poll until COMMAND succeeds
+  wb_n=$(( $1 * 5 )); shift
+  while [ "$wb_n" -gt 0 ]; do "$@" && return 0; sleep 0.2; wb_n=$((wb_n - 1)); done
+  return 1
+}
+"""
+
+
+def atomic_write(path: str, content: bytes, *, expected_sha256: str | None,
+                 new_mode: str = "644", new_owner: str | None = None,
+                 validate: str | None = None) -> str:
+    """Replace `path` with `content`: temp file in the same directory, validated,
+    fsynced, old file backed up, then renamed over it.
+
+    expected_sha256 is the file's hash when we read it (None: it did not exist).
+    If it changed since, nothing is written: we never overwrite what we did not
+    see. `validate` is a shell command run with the temp file as "$1".
+    A new file gets new_mode/new_owner; an existing one keeps its mode and owner.
+    """
+    expected = expected_sha256 or "absent"
+    payload = base64.b64encode(content).decode()
+    validate_block = ""
+    if validate:
+        validate_block = f"""
+  wb_validate() {{ {validate}; }}
+  if ! wb_out=$(wb_validate "$tmp" 2>&1); then
+    echo "ERROR: new $p failed validation, old file kept: $(echo "$wb_out" | tail -n 3 | tr '\\n' ' ')"
+    exit 4
+  fi"""
+    owner_cmd = f'chown {q(new_owner)} "$tmp"' if new_owner else ":"
+    return f"""(
+  p={q(path)}; d=$(dirname "$p"); b=$(basename "$p")
+  mkdir -p "$d"
+  if [ -e "$p" ]; then cur=$(sha256sum "$p" | cut -c1-64); else cur=absent; fi
+  if [ "$cur" != {q(expected)} ]; then
+    echo "ERROR: $p changed since it was read; nothing written (run again)"; exit 3
+  fi
+  tmp=$(mktemp "$d/.$b.wb-XXXXXX")
+  trap 'rm -f "$tmp"' EXIT
+  printf '%s' {q(payload)} | base64 -d > "$tmp"
+  if [ -e "$p" ]; then chmod --reference="$p" "$tmp"; chown --reference="$p" "$tmp"
+  else chmod {q(new_mode)} "$tmp"; {owner_cmd}; fi{validate_block}
+  sync "$tmp" 2>/dev/null || sync
+  if [ -e "$p" ]; then
+    bk="$p.bak-$(date -u +%Y%m%dT%H%M%SZ)"; n=1
+    while [ -e "$bk" ]; do bk="$p.bak-$(date -u +%Y%m%dT%H%M%SZ)-$n"; n=$((n + 1)); done
+    cp -p "$p" "$bk"
+    echo "@@backup"; echo "$bk"
+  fi
+  mv -f "$tmp" "$p"
+  trap - EXIT
+  sync "$d" 2>/dev/null || sync
+)"""
+
+
+def validate_daemon_json(dockerd_has_validate: bool) -> str:
+    """How a new daemon.json is checked before it replaces the old one."""
+    if dockerd_has_validate:  # dockerd >= 23
+        return 'dockerd --validate --config-file "$1"'
+    # dockerd 20.10 has no --validate: at least parse the bytes that landed on
+    # disk with a second parser (ours produced them with json.dumps).
+    return ('if command -v python3 >/dev/null 2>&1; then python3 -m json.tool "$1" >/dev/null; '
+            'else :; fi')
+
+
+def sha256_hex(data: bytes | None) -> str | None:
+    """The hash atomic_write compares against; None for a file that does not exist."""
+    return None if data is None else hashlib.sha256(data).hexdigest()

@@ -1,0 +1,1 @@
+"""One module per bootstrap step; each exposes `run(ctx) -> StepOutcome`."""

@@ -1,0 +1,78 @@
+"""Step 3: dockerd knows the nvidia runtime.
+
+Merge runtimes.nvidia into /etc/docker/daemon.json keeping every other key,
+write it atomically with a backup after validating it, reload dockerd and
+confirm `docker info` lists the runtime. A daemon.json we cannot parse is
+never touched.
+"""
+
+# ruff: noqa: E501  (embedded shell scripts stay on one line each, as a shell reader expects)
+
+from __future__ import annotations
+
+from bootstrap import daemon_json
+from bootstrap.daemon_json import DAEMON_JSON, NVIDIA_RUNTIME_PATH, DaemonJsonError
+from bootstrap.remote import parse_sections
+from bootstrap.shell import DOCKERD_FUNCTIONS, atomic_write, sha256_hex, validate_daemon_json
+from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, changed, ok
+
+WAIT_FOR_RUNTIME = """
+if ! wb_wait_for 30 sh -c 'docker info --format "{{json .Runtimes}}" 2>/dev/null | grep -q "\\"nvidia\\""'
+then echo "ERROR: dockerd does not list the nvidia runtime after the change"; exit 1; fi
+echo "@@runtimes"; docker info --format '{{json .Runtimes}}'
+"""
+
+
+def run(ctx: HostContext) -> StepOutcome:
+    f = ctx.facts
+    if f.dockerd_bin is None:
+        raise StepFailed("dockerd is not installed (install docker.io or docker-ce first)")
+    try:
+        config = daemon_json.parse(ctx.daemon_json)
+    except DaemonJsonError as exc:
+        raise StepFailed(str(exc)) from exc
+    if f.nvidia_runtime_bin is None:
+        raise StepFailed(
+            f"{NVIDIA_RUNTIME_PATH} not found: install the NVIDIA Container Toolkit "
+            f"(apt package nvidia-container-toolkit) first; {DAEMON_JSON} not changed")
+    want = daemon_json.with_nvidia_runtime(config)
+    need_write = want is not config
+    listed = ctx.docker_running and "nvidia" in f.docker_runtimes
+    if not need_write and listed:
+        form = "ours" if (config["runtimes"]["nvidia"].get("path") == NVIDIA_RUNTIME_PATH) \
+            else "nvidia-ctk form"
+        return ok(f"runtimes.nvidia in {DAEMON_JSON} ({form}); dockerd lists it")
+
+    actions = []
+    script = [DOCKERD_FUNCTIONS]
+    new_bytes = daemon_json.render(want) if need_write else None
+    if new_bytes is not None:
+        actions.append(f"added runtimes.nvidia to {DAEMON_JSON}"
+                       + ("" if ctx.daemon_json is not None else " (new file)"))
+        script.append(atomic_write(
+            DAEMON_JSON, new_bytes, expected_sha256=sha256_hex(ctx.daemon_json),
+            validate=validate_daemon_json(f.dockerd_has_validate)) + " || exit $?")
+    if not ctx.docker_running:
+        actions.append("started dockerd")
+        script.append('wb_docker_start || { echo "ERROR: dockerd did not start"; exit 1; }')
+    else:
+        actions.append("reloaded dockerd")
+        script.append('echo "@@reload"; wb_docker_reload || exit 1')
+    script.append(WAIT_FOR_RUNTIME)
+    if ctx.options.check:
+        return ctx.would("; ".join(a.replace("added", "add").replace("started", "start")
+                                   .replace("reloaded", "reload") for a in actions))
+    result = ctx.remote.run("\n".join(script))
+    if not result.ok:
+        raise StepFailed(result.error_line())
+    sections = parse_sections(result.stdout)
+    if new_bytes is not None:
+        ctx.daemon_json = new_bytes
+    ctx.docker_running = True
+    how = sections.get("reload", "").strip()
+    if how:
+        actions[-1] = f"reloaded dockerd ({how})"
+    if "backup" in sections:
+        actions.append(f"backup {sections['backup'].strip()}")
+    return changed("; ".join(actions))
+
