@@ -26,6 +26,7 @@ from pulumi.runtime.sync_await import _sync_await
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PROJECT_NAME = "gpu-workbench"
 KNOWN_AFTER_UP = "(known after up)"
+SECRET = "[secret]"
 
 # What each lookup the program makes returns offline: the marker, in the
 # shape the SDK's typed result accepts. Real values exist only at `pulumi up`.
@@ -215,6 +216,8 @@ def _resolve(value: Any) -> Any:
     from pulumi import Output
 
     output = Output.from_input(value)
+    if _sync_await(output.is_secret()):
+        return SECRET
     if not _sync_await(output.is_known()):
         return KNOWN_AFTER_UP
     return _sync_await(output.future())

@@ -8,6 +8,7 @@ every cloud, so `pulumi stack output` reads alike on AWS, GCP and Azure.
 from __future__ import annotations
 
 import pulumi
+import pulumi_random
 
 from components import access
 from components.spec import DATA_MOUNT, WorkstationSpec
@@ -29,7 +30,9 @@ OUTPUT_NAMES = (
     "data_mount",
     "dataset_bucket",
     "autostop_minutes",
+    "jupyter_token",
 )
+JUPYTER_TOKEN_LENGTH = 48
 
 
 class Workstation(pulumi.ComponentResource):
@@ -53,6 +56,13 @@ class Workstation(pulumi.ComponentResource):
         bucket: pulumi.Output[str] | None,
     ) -> None:
         spec = self.spec
+        # Generated once, kept in the stack's state as a secret: the plan and
+        # `pulumi stack output` never show it unless asked (--show-secrets);
+        # scripts/bootstrap hands it to the container.
+        token = pulumi_random.RandomPassword(
+            f"{spec.name_prefix}-jupyter-token", length=JUPYTER_TOKEN_LENGTH, special=False,
+            opts=self.child,
+        )
         values: dict[str, object] = {
             "cloud": spec.cloud,
             "instance_type": spec.profile.machine_type,
@@ -70,6 +80,7 @@ class Workstation(pulumi.ComponentResource):
             "data_mount": DATA_MOUNT if spec.has_data_volume else "",
             "dataset_bucket": bucket if bucket is not None else "",
             "autostop_minutes": spec.autostop_minutes,
+            "jupyter_token": token.result,  # secret already: RandomPassword.result
         }
         assert tuple(values) == OUTPUT_NAMES, "every cloud exports the same outputs"
         self.outputs = {k: pulumi.Output.from_input(v) for k, v in values.items()}

@@ -89,3 +89,12 @@ def test_outputs_never_invent_cloud_values(run_stack: RunStack) -> None:
     assert outputs["hourly_cost_usd"] == 3.06
     assert outputs["instance_type"] == "p3.2xlarge"
     assert outputs["gpu"] == "1 x NVIDIA V100 16GB"
+
+
+def test_jupyter_token_is_generated_once_and_secret(run_stack: RunStack) -> None:
+    from components.mock_engine import SECRET
+
+    run = run_stack("aws")
+    token = run.one("random:index/randomPassword:RandomPassword").inputs
+    assert (token["length"], token["special"]) == (48, False)
+    assert run.outputs["jupyter_token"] == SECRET
