@@ -80,7 +80,10 @@ class Workstation(pulumi.ComponentResource):
             "data_mount": DATA_MOUNT if spec.has_data_volume else "",
             "dataset_bucket": bucket if bucket is not None else "",
             "autostop_minutes": spec.autostop_minutes,
-            "jupyter_token": token.result,  # secret already: RandomPassword.result
+            # RandomPassword marks its result secret in the engine; say so here
+            # too, so the program never depends on that. (The SDK's stub types
+            # the argument as Never, hence the ignore.)
+            "jupyter_token": pulumi.Output.secret(token.result),  # type: ignore[arg-type]
         }
         assert tuple(values) == OUTPUT_NAMES, "every cloud exports the same outputs"
         self.outputs = {k: pulumi.Output.from_input(v) for k, v in values.items()}
