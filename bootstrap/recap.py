@@ -69,7 +69,10 @@ def format_recap(reports: list[HostReport], *, check_mode: bool = False) -> str:
             status = s.status.value
             if check_mode and s.status is Status.CHANGED:
                 status = "would change"
-            lines.append(f"    {s.step:<{STEP_WIDTH}} {status:<12} {s.seconds:6.2f}s")
+            line = f"    {s.step:<{STEP_WIDTH}} {status:<12} {s.seconds:6.2f}s"
+            if s.status is Status.FAILED:  # the reason, again, where the eye lands last
+                line += f"  {s.message}"
+            lines.append(line)
     for r in reports:
         if r.notes:
             lines.append("")

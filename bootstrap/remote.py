@@ -114,13 +114,19 @@ class Remote:
             return (f"host key of {self.connection.host} does not match known_hosts "
                     "(a rebuilt VM at the same address? remove the old entry)")
         keys = self.connection.connect_kwargs.get("key_filename")
+        if isinstance(keys, list | tuple):
+            keys = ", ".join(str(k) for k in keys)
         hint = f" with key {keys}" if keys else " (no key given: pass -i PATH)"
         return f"SSH authentication failed for {self.label}{hint}: {exc}"
 
     def run(self, script: str, *, as_root: bool = True, timeout: float | None = None
             ) -> CommandResult:
         """Run a POSIX sh script on the host in one round trip."""
-        command = "sh -c " + shlex.quote(script)
+        # A script, once sent, runs to its end even if we go away (Ctrl-C, lost
+        # link): ignoring SIGPIPE/SIGHUP keeps a step from stopping between
+        # "dockerd stopped" and "dockerd started" because its output has nowhere
+        # to go. A rerun then finds the step done, not half done.
+        command = "sh -c " + shlex.quote("trap '' PIPE HUP\n" + script)
         in_stream: io.StringIO | bool = False
         if as_root and not self.as_root_directly:
             if self.sudo_password is not None:

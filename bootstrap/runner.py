@@ -47,8 +47,9 @@ def bootstrap_host(connection: Connection, options: BootstrapOptions,
     try:
         for name in wanted:
             if failed:
-                report.steps.append(StepResult(name, Status.SKIPPED, 0.0,
-                                               "not run: an earlier step failed"))
+                result = StepResult(name, Status.SKIPPED, 0.0, "not run: an earlier step failed")
+                report.steps.append(result)
+                emit(format_step_line(remote.label, result, check_mode=options.check))
                 continue
             t0 = time.monotonic()
             try:

@@ -75,6 +75,7 @@ def atomic_write(path: str, content: bytes, *, expected_sha256: str | None,
   if [ "$cur" != {q(expected)} ]; then
     echo "ERROR: $p changed since it was read; nothing written (run again)"; exit 3
   fi
+  rm -f "$d/.$b.wb-"??????  # temp files of a writer that was killed (not by us: see Remote.run)
   tmp=$(mktemp "$d/.$b.wb-XXXXXX")
   trap 'rm -f "$tmp"' EXIT
   printf '%s' {q(payload)} | base64 -d > "$tmp"

@@ -442,6 +442,9 @@ def _destroy(name: str, host_dir: Path) -> None:
         deadline = time.monotonic() + 10
         while _alive(leader) and time.monotonic() < deadline:
             time.sleep(0.05)
+    # Delete the veth pair ourselves: the kernel tears a deleted netns down
+    # asynchronously, and the next host may want the same interface name now.
+    _run(["ip", "link", "del", f"{name}o"], check=False)
     if name in _netns_names():
         # Anything still inside the netns (should be nothing) goes too.
         pids = _run(["ip", "netns", "pids", name], check=False).stdout.decode().split()
@@ -480,6 +483,7 @@ def start_host(*, owner_pid: int | None = None, image: bool = True) -> TestHost:
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
               str(host_dir / "ssh_host_ed25519_key")])
         outside, inside = f"{name}o", f"{name}i"
+        _run(["ip", "link", "del", outside], check=False)  # left by a host that died
         _run(["ip", "netns", "add", name])
         _run(["ip", "link", "add", outside, "type", "veth", "peer", "name", inside])
         _run(["ip", "link", "set", inside, "netns", name])
