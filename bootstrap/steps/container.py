@@ -81,12 +81,14 @@ ws={q(spec.workspace)}
         script.append(f'if ! out=$(docker start {q(spec.name)} 2>&1); then '
                       'echo "ERROR: docker start failed: $(echo "$out" | tail -n 1)"; exit 1; fi')
     # Running right after `docker run -d` is not enough: a bad command dies a
-    # moment later. Look twice, a second apart.
+    # moment later and the restart policy brings it back, so "running" alone
+    # proves nothing. Healthy: a second later, the same start is still running.
     script.append(f"""
-running() {{ [ "$(docker inspect -f '{{{{.State.Running}}}}' {q(spec.name)} 2>/dev/null)" = true ]; }}
-n=0; until running || [ $n -ge 50 ]; do sleep 0.2; n=$((n + 1)); done
-sleep 1
-if ! running; then
+look() {{ docker inspect -f '{{{{.State.Running}}}} {{{{.State.Restarting}}}} {{{{.State.StartedAt}}}}' {q(spec.name)} 2>/dev/null; }}
+n=0; until look | grep -q '^true false ' || [ $n -ge 50 ]; do sleep 0.2; n=$((n + 1)); done
+first=$(look); sleep 1; second=$(look)
+case "$first" in "true false "*) ;; *) first=none ;; esac
+if [ "$first" != "$second" ]; then
   echo "ERROR: container {spec.name} exited: $(docker logs --tail 3 {q(spec.name)} 2>&1 | tr '\\n' ' ')"; exit 1
 fi
 echo "@@token"; echo "$token"

@@ -26,7 +26,7 @@ def snapshot(host: TestHost) -> dict[str, object]:
         "bashrc_pw": host.read_file(f"/home/{PASSWORD_USER}/.bashrc"),
         "etc_docker": host.out("ls -A /etc/docker"),
         "containers": host.out("docker ps -aq"),
-        "runtimes": sorted(host.docker_info()["Runtimes"]),  # type: ignore[arg-type]
+        "runtimes": sorted(host.docker_info()["Runtimes"]),
         "compose": host.exec("docker compose version", check=False).returncode,
     }
 
@@ -83,7 +83,7 @@ def test_sudo_password_given_through_fabric_config_works(host: TestHost,
     proc = fab("-H", target, "-i", str(host.key_path), "nvidia-runtime", home=tmp_path,
                env={"FABRIC_SUDO_PASSWORD": PASSWORD_USER_PASSWORD})
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "nvidia" in host.docker_info()["Runtimes"]  # type: ignore[operator]
+    assert "nvidia" in host.docker_info()["Runtimes"]
     wrong = fab("-H", target, "-i", str(host.key_path), "umask", home=tmp_path,
                 env={"FABRIC_SUDO_PASSWORD": "not-it"})
     assert wrong.returncode != 0
@@ -100,7 +100,7 @@ def test_wait_step_waits_for_the_dpkg_lock(host: TestHost) -> None:
     run = run_steps(host, ("wait",))
     assert run.status("wait") == "ok", run.lines
     assert "for the dpkg lock" in run.message("wait")
-    assert run.report.result("wait").seconds >= 2  # type: ignore[union-attr]
+    assert run.report.result("wait").seconds >= 2
 
 
 def test_wait_step_gives_up_on_a_lock_held_too_long(host: TestHost) -> None:
@@ -125,7 +125,7 @@ echo "status: done"
     run = run_steps(host, ("wait",))
     assert run.status("wait") == "ok"
     assert "cloud-init done (status: done)" in run.message("wait")
-    assert run.report.result("wait").seconds >= 2  # type: ignore[union-attr]
+    assert run.report.result("wait").seconds >= 2
 
 
 def test_killed_half_way_then_rerun_converges(host: TestHost, tmp_path: Path) -> None:
@@ -168,7 +168,7 @@ def test_dockerd_left_stopped_by_an_interrupted_run_is_started(host: TestHost) -
     assert run.status("nvidia-runtime") == "changed"
     assert "started dockerd" in run.message("nvidia-runtime")
     assert run.status("container") == "changed"
-    assert "nvidia" in host.docker_info()["Runtimes"]  # type: ignore[operator]
+    assert "nvidia" in host.docker_info()["Runtimes"]
     assert run_steps(host, ("nvidia-runtime", "container")).report.count(Status.CHANGED) == 0
 
 

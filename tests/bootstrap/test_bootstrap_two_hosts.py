@@ -35,7 +35,7 @@ def test_two_hosts_cold_then_second_run_changes_nothing(two_hosts: list[TestHost
 
     for h in two_hosts:
         info = h.docker_info()
-        assert "nvidia" in info["Runtimes"], info["Runtimes"]  # type: ignore[operator]
+        assert "nvidia" in info["Runtimes"], info["Runtimes"]
         inspect = json.loads(h.out("docker inspect workbench"))[0]
         assert inspect["HostConfig"]["Runtime"] == "nvidia"
         assert inspect["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"

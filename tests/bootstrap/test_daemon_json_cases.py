@@ -24,7 +24,7 @@ def docker_files(host: TestHost) -> list[str]:
 
 
 def runtimes(host: TestHost) -> list[str]:
-    return sorted(host.docker_info()["Runtimes"])  # type: ignore[arg-type]
+    return sorted(host.docker_info()["Runtimes"])
 
 
 def reload_dockerd(host: TestHost) -> None:

@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 BASE_DIR = Path(os.environ.get("WORKBENCH_TESTHOSTS_DIR", "/tmp/workbench-testhosts"))
 NETNS_PREFIX = "wbh"
@@ -124,8 +125,8 @@ class TestHost:
     def remove(self, path: str) -> None:
         self.exec(f"rm -rf {path}")
 
-    def docker_info(self) -> dict[str, object]:
-        data: dict[str, object] = json.loads(self.out("docker info --format '{{json .}}'"))
+    def docker_info(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.out("docker info --format '{{json .}}'"))
         return data
 
     def reset_docker_config(self) -> None:
