@@ -25,7 +25,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from fabric import Connection, task
 from invoke.collection import Collection
 from invoke.context import Context
@@ -40,6 +39,7 @@ from bootstrap.slurm_job import (
     JobError,
     JobSpec,
     JobState,
+    array_task_ids,
     cached_image_name,
     check_job_id,
     expand_output_pattern,
@@ -47,6 +47,7 @@ from bootstrap.slurm_job import (
     image_path,
     is_registry_reference,
     merge_options,
+    parse_job_file,
     parse_job_states,
     parse_sbatch_parsable,
     registry_credentials,
@@ -116,12 +117,13 @@ def pull_snippet(runtime: str, reference: str, cache_dir: str) -> str:
     ref = shlex.quote(registry_reference(reference))
     docker_ref = shlex.quote("docker://" + registry_reference(reference))
     head = (
+        # Read all of stdin before anything can exit: the sender must finish
+        # before the channel closes, or its write fails.
+        "{ IFS= read -r user || user=''; IFS= read -r password || password=''; cat >/dev/null; }\n"
         f"cache={shell_path(cache_dir)}\n"
         f'final="$cache"/{shlex.quote(name)}\n'
         'if [ -e "$final" ]; then printf "present %s\\n" "$final"; exit 0; fi\n'
         + _require_command(tool, f"slurm.pull --runtime {runtime} needs it")
-        + "IFS= read -r user || user=''\n"
-        + "IFS= read -r password || password=''\n"
         + f'mkdir -p -- "$cache" || exit {PRECONDITION}\n'
         # A half-pulled image never sits under the final name: the pull writes
         # a dot-name in the same directory, renamed only when complete.
@@ -165,7 +167,7 @@ def pull_snippet(runtime: str, reference: str, cache_dir: str) -> str:
         "image": "registry reference, e.g. nvcr.io/nvidia/pytorch:24.05-py3 (docker:// optional)",
         "runtime": f"one of {', '.join(RUNTIMES)} (default apptainer)",
         "cache_dir": f"shared image cache on the cluster (default {DEFAULT_CACHE_DIR})",
-    }
+    },
 )
 def pull(c, image, runtime="apptainer", cache_dir=DEFAULT_CACHE_DIR):
     """Convert an NGC/Docker image to a SIF (or charliecloud dir) in the cluster's cache, once.
@@ -230,6 +232,9 @@ def submit_snippet(spec: JobSpec) -> str:
     name = shlex.quote(spec.name)
     return (
         "set -u\n"
+        # Take the whole script off stdin first (the sender must finish before
+        # an early exit closes the channel); the dot keeps trailing newlines.
+        "script=$(cat; echo .); script=${script%.}\n"
         # sbatch resolves relative #SBATCH paths from here, as the script body does.
         f'cd "$HOME" || exit {PRECONDITION}\n'
         + checks
@@ -237,7 +242,7 @@ def submit_snippet(spec: JobSpec) -> str:
         + f'mkdir -p -- "$jobs" {" ".join(sorted(log_dirs))} || exit {PRECONDITION}\n'
         + f'tmp=$(mktemp "$jobs"/.{name}.XXXXXX) || exit {PRECONDITION}\n'
         + "trap 'rm -f -- \"$tmp\"' EXIT\n"
-        + f'cat >"$tmp" || exit {PRECONDITION}\n'
+        + f'printf "%s" "$script" >"$tmp" || exit {PRECONDITION}\n'
         + f'final="$jobs"/{name}.$(date +%Y%m%d-%H%M%S).$$.sbatch\n'
         + f'mv -- "$tmp" "$final" || exit {PRECONDITION}\n'
         + "err=$(mktemp) || exit 3\n"
@@ -262,17 +267,7 @@ def load_job_file(path: str) -> dict[str, Any]:
         text = Path(path).read_text()
     except OSError as error:
         raise JobError(f"--job-file: cannot read {path}: {error.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise JobError(f"--job-file: {path}{where} is not valid YAML") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise JobError(f"--job-file: {path} should hold a mapping of job options")
-    return data
+    return parse_job_file(text, path)
 
 
 def submit_job(c: Context, spec: JobSpec, dry_run: bool = False) -> tuple[str, str]:
@@ -467,15 +462,23 @@ def locate_logs(c: Context, job_id: str, jobs_dir: str, stream: str) -> list[tup
     option = "output" if stream == "StdOut" else "error"
     pattern = sbatch_option(directives, option) or sbatch_option(directives, "output")
     name = sbatch_option(directives, "job-name") or ""
+    array = sbatch_option(directives, "array")
     if pattern is None:
         raise _fail("logs", f"job {job_id}: its script has no --output line", REFUSED)
-    try:
-        path = expand_output_pattern(pattern, job_id, name, user.strip())
-    except JobError as error:
-        raise _fail("logs", str(error), REFUSED) from None
-    if not path.startswith("/"):
-        path = "~/" + path
-    return [(job_id, "(left the queue)", path)]
+    # An array's id without a task stands for every task, as in scontrol.
+    task_ids = (
+        [f"{job_id}_{task}" for task in array_task_ids(array)]
+        if array and "_" not in job_id
+        else [job_id]
+    )
+    located = []
+    for task_id in task_ids:
+        try:
+            path = expand_output_pattern(pattern, task_id, name, user.strip())
+        except JobError as error:
+            raise _fail("logs", str(error), REFUSED) from None
+        located.append((task_id, "(left the queue)", path if path.startswith("/") else "~/" + path))
+    return located
 
 
 def read_logs(c: Context, job_id: str, lines: int, jobs_dir: str, stderr: bool) -> str:

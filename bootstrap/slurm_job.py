@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+import yaml
+
 RUNTIMES = ("apptainer", "singularity", "charliecloud")
 # The executable each runtime needs on the login node and the compute nodes.
 RUNTIME_COMMAND = {"apptainer": "apptainer", "singularity": "singularity", "charliecloud": "ch-run"}
@@ -81,31 +83,32 @@ _BOOL_KEYS = {"nv"}
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
-    """One job option from YAML or a flag, as JobSpec stores it."""
+    """One option from a job file (source: its name) or a flag (source: --flag)."""
+    label = f"{source}:" if source.startswith("--") else f"{source}: '{key}'"
     if key == "command":
         if isinstance(value, str):
             return value
         if isinstance(value, list) and value and all(isinstance(v, str | int) for v in value):
             return tuple(str(v) for v in value)
-        raise JobError(f"{source}: 'command' must be a string or a non-empty list of strings")
+        raise JobError(f"{label} must be a string or a non-empty list of strings")
     if key in _LIST_KEYS:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
-            raise JobError(f"{source}: '{key}' must be a list of strings")
+            raise JobError(f"{label} must be a list of strings")
         return tuple(items)
     if key in _INT_KEYS:
-        if isinstance(value, bool):
-            raise JobError(f"{source}: '{key}' must be a whole number, not {value!r}")
         try:
+            if isinstance(value, bool):
+                raise ValueError
             return int(str(value).strip())
         except ValueError:
-            raise JobError(f"{source}: '{key}' must be a whole number, not {value!r}") from None
+            raise JobError(f"{label} must be a whole number, not {value!r}") from None
     if key in _BOOL_KEYS:
         if isinstance(value, bool):
             return value
-        raise JobError(f"{source}: '{key}' must be true or false, not {value!r}")
+        raise JobError(f"{label} must be true or false, not {value!r}")
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise JobError(f"{source}: '{key}' must be a string, not {value!r}")
+        raise JobError(f"{label} must be a string, not {value!r}")
     return str(value)
 
 
@@ -136,6 +139,47 @@ def merge_options(
             continue
         values[key] = _coerce(key, value, f"--{key.replace('_', '-')}")
     return replace(JobSpec(), **values)
+
+
+class _JobFileLoader(yaml.SafeLoader):
+    """YAML 1.1 minus its base-60 and octal numbers.
+
+    Plain PyYAML reads `time: 1:30:00` as the integer 5400 and `time: 010` as
+    8, which would silently become a 5400- or 8-minute limit. In a job file
+    such scalars stay the strings the user typed.
+    """
+
+
+def _int_or_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int | str:
+    text = str(node.value)
+    if ":" in text or (len(text) > 1 and text.startswith("0") and text.isdigit()):
+        return text
+    return int(loader.construct_yaml_int(node))
+
+
+def _float_or_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float | str:
+    text = str(node.value)
+    return text if ":" in text else float(loader.construct_yaml_float(node))
+
+
+_JobFileLoader.add_constructor("tag:yaml.org,2002:int", _int_or_text)
+_JobFileLoader.add_constructor("tag:yaml.org,2002:float", _float_or_text)
+
+
+def parse_job_file(text: str, file_name: str) -> dict[str, Any]:
+    """A job file's options; JobError (one line, naming the file) when it is not one."""
+    try:
+        # A SafeLoader subclass: no arbitrary objects.
+        data = yaml.load(text, Loader=_JobFileLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise JobError(f"--job-file: {file_name}{where} is not valid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise JobError(f"--job-file: {file_name} should hold a mapping of job options")
+    return data
 
 
 # -- validation -----------------------------------------------------------------
@@ -183,14 +227,14 @@ def time_limit_minutes(value: str) -> int | None:
 _ARRAY_ITEM = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?")
 
 
-def array_task_count(value: str) -> int:
-    """How many tasks a Slurm --array spec makes (0-15, 1,3,5-7, 0-15:4, 0-9%2)."""
+def array_task_ids(value: str) -> list[int]:
+    """The task ids a Slurm --array spec makes (0-15, 1,3,5-7, 0-15:4, 0-9%2), in order."""
     spec, _, throttle = value.strip().partition("%")
     if throttle and not throttle.isdigit():
         raise JobError(f"--array: '{value}': the part after % must be a whole number")
     if not spec:
         raise JobError(f"--array: '{value}' is empty; use e.g. 0-2, 1,3,5 or 0-15:4")
-    count = 0
+    ids: list[int] = []
     for item in spec.split(","):
         match = _ARRAY_ITEM.fullmatch(item)
         if not match:
@@ -202,8 +246,8 @@ def array_task_count(value: str) -> int:
         stride = int(step) if step is not None else 1
         if last < first or stride < 1:
             raise JobError(f"--array: '{value}': range '{item}' runs backwards or has step 0")
-        count += len(range(first, last + 1, stride))
-    return count
+        ids.extend(range(first, last + 1, stride))
+    return sorted(set(ids))
 
 
 _SLURM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
@@ -287,7 +331,7 @@ def validate(spec: JobSpec) -> JobSpec:
     if spec.memory and not _MEMORY.fullmatch(spec.memory):
         raise JobError(f"--memory: '{spec.memory}' should be a number with K, M, G or T (16G)")
     if spec.array:
-        array_task_count(spec.array)
+        array_task_ids(spec.array)
     for option in ("output", "error"):
         if getattr(spec, option):
             _check_path(option, getattr(spec, option), sbatch_line=True)
@@ -383,26 +427,25 @@ def needs_scratch(spec: JobSpec) -> bool:
 
 
 def runtime_line(spec: JobSpec, image: str) -> str:
-    """The line of the batch script that starts the container."""
+    """The command of the batch script that starts the container (continued lines)."""
     argv = container_command(spec)
     binds = _bind_pairs(spec)
     if spec.runtime == "charliecloud":
-        words = ["ch-run"]
+        lines = ["ch-run"]
         for host, target in binds:
-            words.append("-b " + host + (":" + shlex.quote(target) if target else ""))
+            lines.append("-b " + host + (":" + shlex.quote(target) if target else ""))
         if spec.code:
-            words.append("--cd " + CONTAINER_CODE)
-        words += [shell_path(image), "--"]
+            lines.append("--cd " + CONTAINER_CODE)
+        lines.append(shell_path(image) + " --")
     else:
-        words = [spec.runtime, "exec"]
-        if spec.nv:
-            words.append("--nv")
+        lines = [f"{spec.runtime} exec" + (" --nv" if spec.nv else "")]
         for host, target in binds:
-            words.append("--bind " + host + (":" + shlex.quote(target) if target else ""))
+            lines.append("--bind " + host + (":" + shlex.quote(target) if target else ""))
         if spec.code:
-            words.append("--pwd " + CONTAINER_CODE)
-        words.append(shell_path(image))
-    return " ".join(words + [shlex.quote(word) for word in argv])
+            lines.append("--pwd " + CONTAINER_CODE)
+        lines.append(shell_path(image))
+    lines.append(" ".join(shlex.quote(word) for word in argv))
+    return " \\\n  ".join(lines)
 
 
 def sbatch_directives(spec: JobSpec) -> list[str]:

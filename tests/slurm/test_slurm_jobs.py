@@ -99,7 +99,7 @@ def test_gpu_job_runs_to_completed_with_the_requested_limits_and_its_logs(
     rows = wait_for_status(conn, capsys, job_id, "COMPLETED")
     assert rows[0].split()[0] == job_id
 
-    slurm.logs(conn, job_id)
+    slurm.logs(conn, job_id, jobs_dir="jobs-gpujob")
     log = capsys.readouterr().out
     # Slurm bound one of the two stand-in GPUs to the job: index 0.
     assert f"gpus=0 job={job_id}" in log
@@ -130,12 +130,12 @@ def test_an_array_of_three_runs_every_task(
     )  # fmt: skip
     rows = wait_for_status(conn, capsys, job_id, "COMPLETED")
     assert sorted(row.split()[0] for row in rows) == [f"{job_id}_{i}" for i in range(3)]
-    slurm.logs(conn, job_id)
+    slurm.logs(conn, job_id, jobs_dir="jobs-arrayjob")
     log = capsys.readouterr().out
     for task in range(3):
         assert f"task={task} of {job_id}" in log
     # One task's log alone.
-    slurm.logs(conn, f"{job_id}_1")
+    slurm.logs(conn, f"{job_id}_1", jobs_dir="jobs-arrayjob")
     assert capsys.readouterr().out.strip() == f"task=1 of {job_id}"
 
 
@@ -152,11 +152,11 @@ def test_quotes_spaces_and_dollars_reach_the_container_literally(
     argv_job = submit(conn, capsys, **busybox_job(login_node, "quoting-argv", argv))
     wait_for_status(conn, capsys, job_id, "COMPLETED")
     wait_for_status(conn, capsys, argv_job, "COMPLETED")
-    slurm.logs(conn, job_id)
+    slurm.logs(conn, job_id, jobs_dir="jobs-quoting")
     assert capsys.readouterr().out.splitlines() == [
         "<it's>", "<two  spaces>", "<$HOME>", '<say "hi">', "<a;b|c>",
     ]  # fmt: skip
-    slurm.logs(conn, argv_job)
+    slurm.logs(conn, argv_job, jobs_dir="jobs-quoting-argv")
     assert capsys.readouterr().out.splitlines() == [
         "[it's]", "[two  spaces]", "[$HOME]", '[say "hi"]', "[`id`]",
     ]  # fmt: skip
@@ -182,7 +182,7 @@ def test_data_tar_is_staged_to_node_local_scratch_and_removed_after(
         ),
     )
     wait_for_status(conn, capsys, job_id, "COMPLETED")
-    slurm.logs(conn, job_id)
+    slurm.logs(conn, job_id, jobs_dir="jobs-staged")
     log = capsys.readouterr().out
     assert "payload" in log and "done" in log
     assert f"staging data.tar into /tmp/workbench-{login_node.sshd.user}-{job_id}/data" in log
@@ -195,7 +195,15 @@ def test_status_falls_back_to_sacct_after_the_job_left_the_queue(
     login_node: LoginNode, conn: Connection, capsys: pytest.CaptureFixture[str]
 ) -> None:
     job_id = submit(conn, capsys, **busybox_job(login_node, "tosacct", "echo from-the-past"))
+    array_id = submit(
+        conn,
+        capsys,
+        **busybox_job(
+            login_node, "tosacct-array", "echo old-task-$SLURM_ARRAY_TASK_ID", array="1,3"
+        ),
+    )
     wait_for_status(conn, capsys, job_id, "COMPLETED")
+    wait_for_status(conn, capsys, array_id, "COMPLETED")
     # slurmctld forgets a finished job MinJobAge (5 s here) after it ends, on
     # its next purge pass (up to a minute); from then on only slurmdbd knows.
     deadline = time.monotonic() + 90
@@ -210,6 +218,11 @@ def test_status_falls_back_to_sacct_after_the_job_left_the_queue(
     assert login_node.run_as_user(f"scontrol show job {job_id}").returncode != 0
     slurm.logs(conn, job_id, jobs_dir="jobs-tosacct")
     assert capsys.readouterr().out.strip() == "from-the-past"
+    # An array's tasks are found from its --array line once scontrol forgot them.
+    assert login_node.run_as_user(f"scontrol show job {array_id}").returncode != 0
+    slurm.logs(conn, array_id, jobs_dir="jobs-tosacct-array")
+    log = capsys.readouterr().out
+    assert "old-task-1" in log and "old-task-3" in log
 
 
 def test_status_of_an_unknown_job_is_one_line_from_slurm(conn: Connection) -> None:

@@ -130,12 +130,16 @@ class SlurmCluster:
 
     def _spawn(self, name: str, argv: list[str], user: str | None = None) -> None:
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SLURM_CONF": str(self.conf)}
+        # Popen switches user itself rather than through runuser, so the pid we
+        # hold is the daemon's (runuser waits 2 s after passing on a SIGTERM).
+        ids: dict[str, object] = {}
         if user is not None:
-            argv = ["runuser", "-u", user, "--", *argv]
+            entry = pwd.getpwnam(user)
+            ids = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
         with open(self.log(name + ".stdio"), "ab") as stdio:
             self.processes[name] = subprocess.Popen(
-                argv, env=env, stdout=stdio, stderr=stdio, start_new_session=True
-            )
+                argv, env=env, stdout=stdio, stderr=stdio, start_new_session=True, **ids
+            )  # type: ignore[call-overload]
 
     def _start_munge(self) -> None:
         base = self.root / "munge"
