@@ -101,7 +101,7 @@ def _help(*names: str) -> dict[str, str]:
 def bootstrap(c: Any, cloud: str | None = None, image: str = DEFAULT_IMAGE,
               name: str = DEFAULT_NAME, workspace: str = DEFAULT_WORKSPACE,
               check: bool = False, skip_check: bool = False, chmod_home: bool = False,
-              wait_timeout: float = 300.0) -> None:
+              wait_timeout: int = 300) -> None:
     """Make a GPU VM ready for NGC containers: every step, in order."""
     _run(c, ALL_STEPS, cloud=cloud, image=image, container_name=name, workspace=workspace,
          check=check, skip_check=skip_check, chmod_home=chmod_home,
@@ -109,33 +109,33 @@ def bootstrap(c: Any, cloud: str | None = None, image: str = DEFAULT_IMAGE,
 
 
 @task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout"))
-def wait(c: Any, check: bool = False, wait_timeout: float = 300.0) -> None:
+def wait(c: Any, check: bool = False, wait_timeout: int = 300) -> None:
     """Wait for SSH, cloud-init and the dpkg lock."""
     _run(c, ("wait",), check=check, wait_timeout=float(wait_timeout))
 
 
 @task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout", "chmod-home"))
 def umask(c: Any, check: bool = False, chmod_home: bool = False,
-          wait_timeout: float = 300.0) -> None:
+          wait_timeout: int = 300) -> None:
     """umask 0002 in ~/.bashrc exactly once (--chmod-home: a+rX on the home)."""
     _run(c, ("umask",), check=check, chmod_home=chmod_home, wait_timeout=float(wait_timeout))
 
 
 @task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout"))
-def nvidia_runtime(c: Any, check: bool = False, wait_timeout: float = 300.0) -> None:
+def nvidia_runtime(c: Any, check: bool = False, wait_timeout: int = 300) -> None:
     """Register the nvidia runtime in /etc/docker/daemon.json and reload dockerd."""
     _run(c, ("nvidia-runtime",), check=check, wait_timeout=float(wait_timeout))
 
 
 @task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout", "cloud"))
 def data_root(c: Any, cloud: str | None = None, check: bool = False,
-              wait_timeout: float = 300.0) -> None:
+              wait_timeout: int = 300) -> None:
     """On Azure, move Docker's data-root to /mnt/docker."""
     _run(c, ("data-root",), cloud=cloud, check=check, wait_timeout=float(wait_timeout))
 
 
 @task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout"))
-def compose(c: Any, check: bool = False, wait_timeout: float = 300.0) -> None:
+def compose(c: Any, check: bool = False, wait_timeout: int = 300) -> None:
     """Make `docker compose` available (apt package, else the release binary)."""
     _run(c, ("compose",), check=check, wait_timeout=float(wait_timeout))
 
@@ -144,14 +144,14 @@ def compose(c: Any, check: bool = False, wait_timeout: float = 300.0) -> None:
       help=_help("check", "wait-timeout", "image", "name", "workspace"))
 def container(c: Any, image: str = DEFAULT_IMAGE, name: str = DEFAULT_NAME,
               workspace: str = DEFAULT_WORKSPACE, check: bool = False,
-              wait_timeout: float = 300.0) -> None:
+              wait_timeout: int = 300) -> None:
     """Start the workbench container (JupyterLab on 8890, AIAA on 5000)."""
     _run(c, ("container",), image=image, container_name=name, workspace=workspace,
          check=check, wait_timeout=float(wait_timeout))
 
 
 @task(name="check", post=[recap], auto_shortflags=False, help=_help("wait-timeout", "image"))
-def gpu_check(c: Any, image: str = DEFAULT_IMAGE, wait_timeout: float = 300.0) -> None:
+def gpu_check(c: Any, image: str = DEFAULT_IMAGE, wait_timeout: int = 300) -> None:
     """GPU visible on the host and in a container; a diagnosis when not."""
     _run(c, ("check",), image=image, wait_timeout=float(wait_timeout))
 

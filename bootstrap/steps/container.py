@@ -49,9 +49,10 @@ def run(ctx: HostContext) -> StepOutcome:
         _add_notes(ctx, f.token or "")
         return ok(f"{spec.name} running {spec.image}")
     replace = needs_replace(reasons)
-    what = (("replace" if f.container else "create") if replace else "start") + f" {spec.name}"
+    verb = ("replace" if f.container else "create") if replace else "start"
+    why = f"from {spec.image}" if verb == "create" else f"({', '.join(reasons)})"
     if ctx.options.check:
-        return ctx.would(f"{what} ({', '.join(reasons)})")
+        return ctx.would(f"{verb} {spec.name} {why}")
 
     owner = f"{q(f.user)}:{q(f.group)}"
     script = [f"""
@@ -98,7 +99,8 @@ echo "@@token"; echo "$token"
         raise StepFailed(result.error_line())
     token = result.sections().get("token", "").strip()
     _add_notes(ctx, token)
-    return changed(f"{what}: {', '.join(reasons)}")
+    done = {"create": "created", "replace": "replaced", "start": "started"}[verb]
+    return changed(f"{done} {spec.name} {why}")
 
 
 def _add_notes(ctx: HostContext, token: str) -> None:

@@ -37,7 +37,7 @@ def test_check_mode_reports_what_would_change_and_changes_nothing(host: TestHost
     assert "would add runtimes.nvidia to /etc/docker/daemon.json (new file); reload dockerd" in out
     assert "would copy /var/lib/docker to /mnt/docker; set data-root" in out
     assert "would install the docker compose plugin" in out
-    assert "would create workbench (absent" in out
+    assert f"would create workbench from {STANDIN_IMAGE}" in out
     assert "PLAY RECAP (check mode: nothing was changed)" in out
     counts = recap_counts(out)[host.ssh_target]
     assert counts["changed"] == 4 + 1 and counts["commands"] == 2, out  # facts + GPU probe
@@ -100,10 +100,10 @@ def test_container_left_alone_restarted_or_replaced(host: TestHost) -> None:
 
     assert run_steps(host, ("container",)).status("container") == "ok"
 
-    host.exec("docker stop workbench >/dev/null")
+    host.exec("docker stop -t 1 workbench >/dev/null")
     started = run_steps(host, ("container",))
     assert started.status("container") == "changed"
-    assert "start workbench: not running" in started.message("container")
+    assert "started workbench (not running)" in started.message("container")
     assert host.out("docker inspect -f '{{.Id}}' workbench") == first_id
 
     host.exec(f"docker tag {STANDIN_IMAGE} local/clara-standin:2")
