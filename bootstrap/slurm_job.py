@@ -41,6 +41,10 @@ DEFAULT_JOBS_DIR = "~/.workbench/slurm"
 class JobError(ValueError):
     """A job option is wrong; the message is one line and names the option."""
 
+    def __init__(self, message: str) -> None:
+        # Values quoted back to the user may hold newlines; the message may not.
+        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
+
 
 @dataclass(frozen=True)
 class JobSpec:
@@ -229,8 +233,8 @@ _ARRAY_ITEM = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?")
 
 def array_task_ids(value: str) -> list[int]:
     """The task ids a Slurm --array spec makes (0-15, 1,3,5-7, 0-15:4, 0-9%2), in order."""
-    spec, _, throttle = value.strip().partition("%")
-    if throttle and not throttle.isdigit():
+    spec, percent, throttle = value.strip().partition("%")
+    if percent and not throttle.isdigit():
         raise JobError(f"--array: '{value}': the part after % must be a whole number")
     if not spec:
         raise JobError(f"--array: '{value}' is empty; use e.g. 0-2, 1,3,5 or 0-15:4")

@@ -40,12 +40,17 @@ def login_node() -> Iterator[LoginNode]:
     base.chmod(0o755)
     home = base / "home"
     cluster = SlurmCluster(user=LOGIN_USER)
-    sshd = LoopbackSshd(
-        root=base / "sshd", user=LOGIN_USER, home=home, session_env=cluster.client_env()
-    )
+    # ch-image keeps its build storage in /var/tmp/$USER.ch unless told;
+    # keep it in our temp dir so teardown removes it.
+    session_env = {**cluster.client_env(), "CH_IMAGE_STORAGE": str(base / "ch-image" / "storage")}
+    sshd = LoopbackSshd(root=base / "sshd", user=LOGIN_USER, home=home, session_env=session_env)
     try:
         # The user must exist before slurmdbd gets its association.
         sshd.start()
+        # ch-image refuses a storage dir it did not make; give it a parent it may write.
+        storage_parent = Path(session_env["CH_IMAGE_STORAGE"]).parent
+        storage_parent.mkdir()
+        shutil.chown(storage_parent, LOGIN_USER, LOGIN_USER)
         cluster.start()
         image = build_busybox_image(base)
         yield LoginNode(sshd=sshd, cluster=cluster, home=home, busybox_image=image)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 from fabric import Connection
@@ -168,7 +167,8 @@ def test_an_image_that_cannot_be_pulled_fails_with_the_tools_message_and_no_part
     assert "\n" not in message and secret not in message
     # No half-pulled image under any name, and the key is in no file the pull touched.
     assert files_under(login_node, "sif") == []
-    storage = Path(f"/var/tmp/{login_node.sshd.user}.ch")
+    storage = login_node.home.parent / "ch-image" / "storage"  # the session's CH_IMAGE_STORAGE
+    assert (storage / "version").exists()  # ch-image really ran and initialised it
     grep = subprocess.run(
         ["grep", "-rl", secret, str(login_node.home), str(storage)],
         capture_output=True,
