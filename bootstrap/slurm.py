@@ -96,10 +96,13 @@ def _remote(c: Connection, snippet: str, stdin: str | None = None) -> Any:
     )
 
 
-def _require_command(executable: str, purpose: str) -> str:
+def _require_command(executable: str, purpose: str, list_runtimes: bool = False) -> str:
+    """sh that stops (exit 3) with a one-line reason when `executable` is not on PATH."""
+    found = f"{_FOUND_RUNTIMES}; " if list_runtimes else ""
+    tail = "; found:$found" if list_runtimes else ""
     return (
-        f"command -v {executable} >/dev/null 2>&1 || {{ {_FOUND_RUNTIMES}; "
-        f'echo "{executable} not found on the login node ({purpose}); found:$found" >&2; '
+        f"command -v {executable} >/dev/null 2>&1 || {{ {found}"
+        f'echo "{executable} not found on the login node ({purpose}){tail}" >&2; '
         f"exit {PRECONDITION}; }}\n"
     )
 
@@ -123,7 +126,7 @@ def pull_snippet(runtime: str, reference: str, cache_dir: str) -> str:
         f"cache={shell_path(cache_dir)}\n"
         f'final="$cache"/{shlex.quote(name)}\n'
         'if [ -e "$final" ]; then printf "present %s\\n" "$final"; exit 0; fi\n'
-        + _require_command(tool, f"slurm.pull --runtime {runtime} needs it")
+        + _require_command(tool, f"slurm.pull --runtime {runtime} needs it", list_runtimes=True)
         + f'mkdir -p -- "$cache" || exit {PRECONDITION}\n'
         # A half-pulled image never sits under the final name: the pull writes
         # a dot-name in the same directory, renamed only when complete.
@@ -207,7 +210,17 @@ def submit_snippet(spec: JobSpec) -> str:
     """sh that checks the login node, writes the script (stdin) atomically and runs sbatch."""
     rt = RUNTIME_COMMAND[spec.runtime]
     checks = _require_command("sbatch", "slurm.submit needs Slurm's client commands")
-    checks += _require_command(rt, f"--runtime {spec.runtime} runs jobs with it")
+    if spec.modules:
+        # Where the runtime comes from a module it is on PATH only after
+        # `module load`, which the job does; here a missing one is a warning.
+        checks += (
+            f'command -v {rt} >/dev/null 2>&1 || echo "warning: {rt} is not on the login '
+            f"node's PATH; the job expects it from its module load lines\" >&2\n"
+        )
+    else:
+        checks += _require_command(
+            rt, f"--runtime {spec.runtime} runs jobs with it", list_runtimes=True
+        )
     checks += (
         f"image={shell_path(image_path(spec))}\n"
         'if [ ! -e "$image" ]; then echo "image $image is not on the cluster; '
@@ -387,8 +400,13 @@ def status_snippet(job_id: str) -> str:
         + _require_command("squeue", "Slurm's client commands")
         # -t all: a job that just ended is still in slurmctld's memory for
         # MinJobAge seconds; after that only accounting knows it.
-        + f"if out=$(squeue -h -t all -j {jid} -o '%i|%T|%M|%l|%R' 2>/dev/null) "
-        '&& [ -n "$out" ]; then echo squeue; printf "%s\\n" "$out"; exit 0; fi\n'
+        + f"if out=$(squeue -h -t all -j {jid} -o '%i|%T|%M|%l|%R' 2>&1); then\n"
+        '  if [ -n "$out" ]; then echo squeue; printf "%s\\n" "$out"; exit 0; fi\n'
+        # "Invalid job id" is squeue's word for "not in memory any more"; any
+        # other failure (slurmctld down, auth) is the answer the user needs.
+        'elif ! printf "%s" "$out" | grep -q "Invalid job id"; then\n'
+        f'  printf "%s\\n" "$out" >&2; exit {REFUSED}\n'
+        "fi\n"
         f"if out=$(sacct -n -P -X -j {jid} -o JobID,State,Elapsed,Timelimit,ExitCode 2>&1) "
         '&& [ -n "$out" ]; then echo sacct; printf "%s\\n" "$out"; exit 0; fi\n'
         f'echo "job {job_id} is not in the queue and sacct has no record of it'
@@ -529,14 +547,21 @@ def logs(c, job_id, lines=100, jobs_dir=None, job_file=None, stderr=False):
 def cancel_snippet(job_id: str) -> str:
     jid = shlex.quote(job_id)
     # scancel says nothing and exits 0 for a job id Slurm no longer knows, so
-    # ask squeue first; that error is the one the user needs.
+    # ask squeue first; its answer is the one the user needs.
     return (
         "set -u\n"
         + _require_command("scancel", "Slurm's client commands")
-        + f"if ! state=$(squeue -h -t all -j {jid} -o %T 2>&1); then "
-        f'echo "$state" >&2; exit {REFUSED}; fi\n'
-        + f'if [ -z "$state" ]; then echo "job {job_id} is not in the queue" >&2; '
-        f"exit {REFUSED}; fi\n" + f"scancel {jid} || exit {REFUSED}\n" + 'printf "%s\\n" "$state"\n'
+        + f'if ! state=$(squeue -h -t all -j {jid} -o %T 2>&1) || [ -z "$state" ]; then\n'
+        f'  echo "job {job_id} is not in the queue${{state:+ ($state)}}" >&2; exit {REFUSED}\n'
+        "fi\n"
+        'case "$state" in\n'
+        "  *PENDING*|*RUNNING*|*SUSPENDED*|*CONFIGURING*|*REQUEUE*|*RESIZING*|*STOPPED*) ;;\n"
+        # $(echo $state) puts an array's task states on one line.
+        f'  *) echo "job {job_id} already ended ($(echo $state)); nothing to cancel" >&2; '
+        f"exit {REFUSED} ;;\n"
+        "esac\n"
+        f'err=$(scancel {jid} 2>&1) || {{ printf "%s\\n" "$err" >&2; exit {REFUSED}; }}\n'
+        'printf "%s\\n" "$state"\n'
     )
 
 

@@ -191,3 +191,32 @@ def test_pull_skips_an_image_already_in_the_cache(
     )
     assert capsys.readouterr().out.strip() == f"present {cached}"
     assert os.stat(cached).st_mtime_ns == before
+
+
+def test_cancel_of_a_job_slurm_does_not_know_says_so(conn: Connection) -> None:
+    # scancel alone prints nothing and exits 0 here; the task must not.
+    with pytest.raises(Exit) as failure:
+        slurm.cancel(conn, "987654")
+    assert failure.value.code == 4
+    assert str(failure.value.message) == (
+        "slurm.cancel: job 987654 is not in the queue "
+        "(slurm_load_jobs error: Invalid job id specified)"
+    )
+
+
+def test_cancel_of_a_finished_job_says_it_already_ended(
+    login_node: LoginNode, conn: Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    slurm.submit(conn, **job(login_node, "finished", name="finished", command="true"))
+    job_id = capsys.readouterr().out.strip()
+    login_node.wait_for_state(job_id, {"COMPLETED"})
+    with pytest.raises(Exit) as failure:
+        slurm.cancel(conn, job_id)
+    assert failure.value.code == 4
+    message = str(failure.value.message)
+    # Either slurmctld still holds the finished job or it already purged it.
+    assert message in (
+        f"slurm.cancel: job {job_id} already ended (COMPLETED); nothing to cancel",
+        f"slurm.cancel: job {job_id} is not in the queue "
+        "(slurm_load_jobs error: Invalid job id specified)",
+    )
