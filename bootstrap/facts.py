@@ -72,7 +72,8 @@ else
     sleep 1; waited=$((waited + 1))
   done
   if [ -n "$(echo $holders)" ]; then
-    echo "held by pid $(echo $holders) ($(ps -o comm= -p $(echo $holders | cut -d' ' -f1) 2>/dev/null)) after ${{waited}}s"
+    first=$(echo $holders | cut -d' ' -f1)
+    echo "held by pid $(echo $holders) ($(cat /proc/$first/comm 2>/dev/null)) after ${{waited}}s"
   else
     echo "free waited=$waited"
   fi

@@ -11,9 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAB, REPO, STANDIN_IMAGE, connect, fab, recap_counts, run_steps
 
 from bootstrap.recap import Status
+from tests.support.bootstrap_run import (
+    FAB,
+    REPO,
+    STANDIN_IMAGE,
+    connect,
+    fab,
+    recap_counts,
+    run_steps,
+)
 from tests.support.testhosts import PASSWORD_USER, PASSWORD_USER_PASSWORD, TestHost
 
 pytestmark = pytest.mark.slow
@@ -100,7 +108,7 @@ def test_wait_step_waits_for_the_dpkg_lock(host: TestHost) -> None:
     run = run_steps(host, ("wait",))
     assert run.status("wait") == "ok", run.lines
     assert "for the dpkg lock" in run.message("wait")
-    assert run.report.result("wait").seconds >= 2
+    assert run.seconds("wait") >= 2
 
 
 def test_wait_step_gives_up_on_a_lock_held_too_long(host: TestHost) -> None:
@@ -125,7 +133,7 @@ echo "status: done"
     run = run_steps(host, ("wait",))
     assert run.status("wait") == "ok"
     assert "cloud-init done (status: done)" in run.message("wait")
-    assert run.report.result("wait").seconds >= 2
+    assert run.seconds("wait") >= 2
 
 
 def test_killed_half_way_then_rerun_converges(host: TestHost, tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import STANDIN_IMAGE, fab, recap_counts, run_steps
 
+from tests.support.bootstrap_run import STANDIN_IMAGE, fab, recap_counts, run_steps
 from tests.support.testhosts import TestHost
 
 pytestmark = pytest.mark.slow

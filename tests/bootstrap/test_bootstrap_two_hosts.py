@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import STANDIN_IMAGE, fab, http_get, recap_counts
 
+from tests.support.bootstrap_run import STANDIN_IMAGE, fab, http_get, recap_counts
 from tests.support.testhosts import TestHost
 
 pytestmark = pytest.mark.slow

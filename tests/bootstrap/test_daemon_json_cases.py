@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import fab, run_steps
 
+from tests.support.bootstrap_run import fab, run_steps
 from tests.support.testhosts import TestHost
 
 pytestmark = pytest.mark.slow

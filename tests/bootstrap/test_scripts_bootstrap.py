@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO, STANDIN_IMAGE, recap_counts
 
 from bootstrap.stack_handoff import HandoffError, fab_argv, identity_from_ssh_command
+from tests.support.bootstrap_run import REPO, STANDIN_IMAGE, recap_counts
 from tests.support.testhosts import TestHost
 
 SCRIPT = str(REPO / "scripts" / "bootstrap")
