@@ -65,6 +65,9 @@ class ContainerSpec:
             f"-p {self.aiaa_host_port}:{AIAA_PORT}",
             f"-v {q(self.workspace)}:/workspace",
             f'--env-file "{env_file}"',
+            # The nvidia runtime hands over the GPUs this names; NGC images set
+            # it, other images may not.
+            "-e NVIDIA_VISIBLE_DEVICES=all",
             f"--label {LABEL_CONFIG}={self.config_hash()}",
             f'--label {LABEL_TOKEN}="{token_sha}"',
             q(self.image), " ".join(q(c) for c in self.command),

@@ -90,8 +90,6 @@ say nvidia_runtime_bin
 command -v nvidia-container-runtime || echo absent
 say dockerd
 command -v dockerd || echo absent
-say dockerd_validate
-if dockerd --help 2>&1 | grep -q -- '--validate'; then echo yes; else echo no; fi
 say docker_info
 if wb_info=$(timeout 30 docker info --format '{{{{json .}}}}' 2>/dev/null); then echo "$wb_info"; else echo down; fi
 say sys_vendor
@@ -123,7 +121,6 @@ class Facts:
     daemon_json: bytes | None
     nvidia_runtime_bin: str | None
     dockerd_bin: str | None
-    dockerd_has_validate: bool
     docker_info: dict[str, Any] | None  # None: dockerd not answering
     sys_vendor: str
     waagent: bool
@@ -198,7 +195,6 @@ def parse_facts(output: str) -> Facts:
         daemon_json=_b64_or_none(s.get("daemon_json", "absent")),
         nvidia_runtime_bin=_path_or_none(s.get("nvidia_runtime_bin", "")),
         dockerd_bin=_path_or_none(s.get("dockerd", "")),
-        dockerd_has_validate=s.get("dockerd_validate", "").strip() == "yes",
         docker_info=_json_or_none(s.get("docker_info", "")),
         sys_vendor=s.get("sys_vendor", "").strip(),
         waagent=s.get("waagent", "").strip() == "yes",

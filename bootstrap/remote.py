@@ -157,6 +157,9 @@ class Remote:
                             "rerun with --prompt-for-sudo-password")
         if "incorrect password attempt" in err or "Sorry, try again" in err:
             raise HostError(f"sudo on {self.label} rejected the password for {user}")
+        if result.exit_code == 127 and "sudo" in err and "not found" in err:
+            raise HostError(f"sudo is not installed on {self.label}: log in as root, or "
+                            "install sudo")
         if "is not in the sudoers file" in err or "not allowed to execute" in err:
             raise HostError(f"{user} may not use sudo on {self.label}")
 

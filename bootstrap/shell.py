@@ -94,14 +94,16 @@ def atomic_write(path: str, content: bytes, *, expected_sha256: str | None,
 )"""
 
 
-def validate_daemon_json(dockerd_has_validate: bool) -> str:
-    """How a new daemon.json is checked before it replaces the old one."""
-    if dockerd_has_validate:  # dockerd >= 23
-        return 'dockerd --validate --config-file "$1"'
-    # dockerd 20.10 has no --validate: at least parse the bytes that landed on
-    # disk with a second parser (ours produced them with json.dumps).
-    return ('if command -v python3 >/dev/null 2>&1; then python3 -m json.tool "$1" >/dev/null; '
-            'else :; fi')
+# How a new daemon.json is checked before it replaces the old one: dockerd
+# itself where it can (--validate, dockerd >= 23); 20.10 cannot, so at least
+# the bytes that landed on disk are parsed by a second parser (ours wrote them
+# with json.dumps). Decided on the host, when writing, so reading facts does
+# not pay for `dockerd --help`.
+VALIDATE_DAEMON_JSON = (
+    'if dockerd --help 2>&1 | grep -q -- "--validate"; then '
+    'dockerd --validate --config-file "$1"; '
+    'elif command -v python3 >/dev/null 2>&1; then python3 -m json.tool "$1" >/dev/null; fi'
+)
 
 
 def sha256_hex(data: bytes | None) -> str | None:

@@ -15,7 +15,12 @@ import shlex
 
 from bootstrap import daemon_json
 from bootstrap.daemon_json import DAEMON_JSON, DaemonJsonError
-from bootstrap.shell import DOCKERD_FUNCTIONS, atomic_write, sha256_hex, validate_daemon_json
+from bootstrap.shell import (
+    DOCKERD_FUNCTIONS,
+    VALIDATE_DAEMON_JSON,
+    atomic_write,
+    sha256_hex,
+)
 from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, changed, ok, skipped
 
 AZURE_DATA_ROOT = "/mnt/docker"
@@ -82,7 +87,7 @@ fi
     if want is not config:
         script.append(atomic_write(
             DAEMON_JSON, daemon_json.render(want), expected_sha256=sha256_hex(ctx.daemon_json),
-            validate=validate_daemon_json(f.dockerd_has_validate),
+            validate=VALIDATE_DAEMON_JSON,
         ) + ' || { wb_rc=$?; wb_docker_start; exit $wb_rc; }')
     script.append(f"""
 wb_docker_start || {{ echo "ERROR: dockerd did not start with data-root $dst"; exit 1; }}
@@ -95,4 +100,7 @@ then echo "ERROR: dockerd root dir is $(docker info --format '{{{{.DockerRootDir
     if want is not config:
         ctx.daemon_json = daemon_json.render(want)
     ctx.docker_running = True
+    if source != AZURE_DATA_ROOT:
+        # Not deleted: it is the only copy until the user has seen the new root work.
+        actions.append(f"{source} left in place, delete it to free the OS disk")
     return changed("; ".join(actions))

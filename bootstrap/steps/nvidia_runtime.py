@@ -13,7 +13,12 @@ from __future__ import annotations
 from bootstrap import daemon_json
 from bootstrap.daemon_json import DAEMON_JSON, NVIDIA_RUNTIME_PATH, DaemonJsonError
 from bootstrap.remote import parse_sections
-from bootstrap.shell import DOCKERD_FUNCTIONS, atomic_write, sha256_hex, validate_daemon_json
+from bootstrap.shell import (
+    DOCKERD_FUNCTIONS,
+    VALIDATE_DAEMON_JSON,
+    atomic_write,
+    sha256_hex,
+)
 from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, changed, ok
 
 WAIT_FOR_RUNTIME = """
@@ -39,8 +44,9 @@ def run(ctx: HostContext) -> StepOutcome:
     need_write = want is not config
     listed = ctx.docker_running and "nvidia" in f.docker_runtimes
     if not need_write and listed:
-        form = "ours" if (config["runtimes"]["nvidia"].get("path") == NVIDIA_RUNTIME_PATH) \
-            else "nvidia-ctk form"
+        path = config["runtimes"]["nvidia"].get("path")
+        form = {NVIDIA_RUNTIME_PATH: "ours", "nvidia-container-runtime": "nvidia-ctk form"}.get(
+            path, f"path {path}")
         return ok(f"runtimes.nvidia in {DAEMON_JSON} ({form}); dockerd lists it")
 
     actions = []
@@ -51,7 +57,7 @@ def run(ctx: HostContext) -> StepOutcome:
                        + ("" if ctx.daemon_json is not None else " (new file)"))
         script.append(atomic_write(
             DAEMON_JSON, new_bytes, expected_sha256=sha256_hex(ctx.daemon_json),
-            validate=validate_daemon_json(f.dockerd_has_validate)) + " || exit $?")
+            validate=VALIDATE_DAEMON_JSON) + " || exit $?")
     if not ctx.docker_running:
         actions.append("started dockerd")
         script.append('wb_docker_start || { echo "ERROR: dockerd did not start"; exit 1; }')

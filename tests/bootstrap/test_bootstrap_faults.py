@@ -100,6 +100,15 @@ def test_sudo_password_given_through_fabric_config_works(host: TestHost,
     assert b"umask 0002" not in (host.read_file(f"/home/{PASSWORD_USER}/.bashrc") or b"")
 
 
+def test_sudo_not_installed(host: TestHost) -> None:
+    host.remove("/usr/bin/sudo")
+    run = run_steps(host, ("wait", "umask"))
+    assert run.status("wait") == "failed"
+    assert run.message("wait") == (f"sudo is not installed on {host.ssh_target}: log in as "
+                                   "root, or install sudo")
+    assert run.lines[0] == f"{host.ssh_target}: error: {run.message('wait')}"
+
+
 def test_wait_step_waits_for_the_dpkg_lock(host: TestHost) -> None:
     # apt holds fcntl locks; this holds the same kind for 3 s, as apt would.
     host.exec("nohup python3 -c 'import fcntl, time; f = open(\"/var/lib/dpkg/lock-frontend\","

@@ -148,3 +148,19 @@ def test_file_changed_between_read_and_write_is_not_overwritten(host: TestHost) 
     assert b"changed since it was read" in proc.stdout
     assert host.read_file(DAEMON_JSON) == b'{"debug": true}\n'
     assert docker_files(host) == ["daemon.json"]
+
+
+def test_a_new_file_that_fails_validation_never_replaces_the_old(host: TestHost) -> None:
+    """The validation gate of the writer, on the host: dockerd 20.10 has no --validate,
+    so the bytes on disk are parsed with python3 before the rename."""
+    from bootstrap.shell import VALIDATE_DAEMON_JSON, atomic_write, sha256_hex
+
+    old = b'{"debug": true}\n'
+    host.write_file(DAEMON_JSON, old)
+    script = atomic_write(DAEMON_JSON, b'{"debug": tru', expected_sha256=sha256_hex(old),
+                          validate=VALIDATE_DAEMON_JSON)
+    proc = host.exec(script, check=False)
+    assert proc.returncode == 4
+    assert b"ERROR: new /etc/docker/daemon.json failed validation, old file kept" in proc.stdout
+    assert host.read_file(DAEMON_JSON) == old
+    assert docker_files(host) == ["daemon.json"], "no backup, no temp file"
