@@ -28,13 +28,7 @@ def run(ctx: HostContext) -> StepOutcome:
     ctx.docker_running = facts.docker_running
 
     cloud_init = _cloud_init(facts.cloud_init, o.wait_timeout)
-    lock = facts.dpkg_lock.strip()
-    if lock.startswith("held by"):
-        raise StepFailed(f"dpkg lock {lock}: apt still busy after {o.wait_timeout:g}s")
-    lock_text = "dpkg lock free" if lock.startswith("free waited=0") or lock == "absent" \
-        else f"dpkg lock {lock}"
-    if lock.startswith("free waited=") and lock != "free waited=0":
-        lock_text = f"waited {lock.split('=', 1)[1]}s for the dpkg lock"
+    lock_text = _dpkg_lock(facts.dpkg_lock.strip())
     tries_text = "1 try" if tries == 1 else f"{tries} tries"
     return ok(f"ssh up ({tries_text}); {cloud_init}; {lock_text}")
 
@@ -52,3 +46,16 @@ def _cloud_init(section: str, wait_timeout: float) -> str:
     # Finished but failed: the VM is still usable for what we do; say so and go on.
     return f"cloud-init finished with errors ({status or 'rc=' + rc})"
 
+
+
+def _dpkg_lock(section: str) -> str:
+    """From the facts script: absent, unknown (...), free waited=N,
+    or held by pid P (cmd) after Ns."""
+    if section.startswith("held by"):
+        raise StepFailed(f"dpkg lock {section}: apt is still busy (raise --wait-timeout?)")
+    if section.startswith("free waited="):
+        waited = section.removeprefix("free waited=")
+        return "dpkg lock free" if waited == "0" else f"waited {waited}s for the dpkg lock"
+    if section == "absent":
+        return "no dpkg"
+    return f"dpkg lock {section}"
