@@ -74,6 +74,12 @@ ws={q(spec.workspace)}
 [ -d "$ws" ] || {{ mkdir -p "$ws" && chown {owner} "$ws"; }} || {{ echo "ERROR: cannot create $ws"; exit 1; }}
 """]
     if replace:
+        # Pull before removing: a bad image name or a registry outage must not
+        # cost the user the container they have.
+        script.append(
+            f"if ! docker image inspect {q(spec.image)} >/dev/null 2>&1; then "
+            f"if ! out=$(docker pull -q {q(spec.image)} 2>&1); then "
+            f'echo "ERROR: cannot pull {spec.image}: $(echo "$out" | tail -n 1)"; exit 1; fi; fi')
         script.append(f"docker rm -f {q(spec.name)} >/dev/null 2>&1 || true")
         script.append("if ! out=$(" + spec.run_command("$cfg/container.env", "$token_sha")
                       + ' 2>&1); then echo "ERROR: docker run failed: $(echo "$out" | tail -n 1)"; '

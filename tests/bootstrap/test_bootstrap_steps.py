@@ -118,6 +118,12 @@ def test_container_left_alone_restarted_or_replaced(host: TestHost) -> None:
     assert token.strip() not in " ".join(inspect["Config"]["Cmd"])
     assert f"JUPYTER_TOKEN={token.strip()}" in inspect["Config"]["Env"]
 
+    # An image that cannot be had leaves the running container alone.
+    missing = run_steps(host, ("container",), image="local/no-such-image:1")
+    assert missing.status("container") == "failed"
+    assert missing.message("container").startswith("cannot pull local/no-such-image:1: ")
+    assert host.out("docker inspect -f '{{.Id}}' workbench").strip() == inspect["Id"]
+
     workspace = run_steps(host, ("container",), image="local/clara-standin:2",
                           workspace="/home/wb/elsewhere")
     assert "settings changed" in workspace.message("container")
