@@ -109,6 +109,14 @@ def test_sudo_not_installed(host: TestHost) -> None:
     assert run.lines[0] == f"{host.ssh_target}: error: {run.message('wait')}"
 
 
+def test_root_login_needs_no_sudo(host: TestHost) -> None:
+    host.remove("/usr/bin/sudo")  # proves no sudo is used
+    run = run_steps(host, ("nvidia-runtime", "umask"), connection=connect(host, user="root"))
+    assert not run.report.failed, run.lines
+    assert "nvidia" in host.docker_info()["Runtimes"]
+    assert b"umask 0002" in (host.read_file("/root/.bashrc") or b"")
+
+
 def test_wait_step_waits_for_the_dpkg_lock(host: TestHost) -> None:
     # apt holds fcntl locks; this holds the same kind for 3 s, as apt would.
     host.exec("nohup python3 -c 'import fcntl, time; f = open(\"/var/lib/dpkg/lock-frontend\","

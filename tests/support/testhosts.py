@@ -2,7 +2,7 @@
 
 Each host is a network namespace (veth pair, 10.201.N.1 outside, 10.201.N.2
 inside) entered with its own mount, UTS and PID namespaces. Inside, /etc,
-/home, /usr and /var are overlays with a per-host upper dir, /run is a tmpfs,
+/home, /root, /usr and /var are overlays with a per-host upper dir, /run is a tmpfs,
 /var/lib/docker and /mnt are per-host bind mounts (a separate directory, as an
 Azure scratch disk is a separate disk). Debian's dockerd is started through
 /etc/init.d/docker, so `service docker ...` on the host takes the same path as
@@ -165,7 +165,7 @@ H=@DIR@
 hostname @NAME@
 mount -t tmpfs -o mode=755 tmpfs /run
 mkdir -p /run/sshd /run/lock
-for d in etc home usr var; do
+for d in etc home root usr var; do
   mkdir -p "$H/upper/$d" "$H/work/$d"
   mount -t overlay overlay -o "lowerdir=/$d,upperdir=$H/upper/$d,workdir=$H/work/$d" "/$d"
 done
@@ -205,6 +205,9 @@ for u in @USER@ @PWUSER@; do
   install -d -o $u -g $u -m 700 /home/$u/.ssh
   install -o $u -g $u -m 600 @PUBKEY@ /home/$u/.ssh/authorized_keys
 done
+
+# root may log in by key too (PermitRootLogin's default allows keys).
+install -d -m 700 /root/.ssh && install -m 600 @PUBKEY@ /root/.ssh/authorized_keys
 
 /etc/init.d/docker start >/dev/null
 cat > "$H/sshd_config" <<EOF
