@@ -200,3 +200,36 @@ def test_dockerd_left_stopped_by_an_interrupted_run_is_started(host: TestHost) -
 def test_connection_object_from_the_api_reports_commands(host: TestHost) -> None:
     run = run_steps(host, ("wait",), connection=connect(host))
     assert run.report.commands_sent == 1 and not run.report.failed
+
+
+def test_prompt_for_sudo_password_on_a_terminal(host: TestHost, tmp_path: Path) -> None:
+    """`--prompt-for-sudo-password` as a user types it: fab asks on its terminal (a pty here)."""
+    import os
+    import pty
+
+    target = f"{PASSWORD_USER}@{host.ip}"
+    pid, fd = pty.fork()
+    if pid == 0:  # child: become fab
+        os.chdir(REPO)
+        os.execve(FAB, [FAB, "--prompt-for-sudo-password", "-H", target, "-i",
+                        str(host.key_path), "umask"],
+                  {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    output = b""
+    deadline = time.monotonic() + 60
+    answered = False
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+        if not answered and b"sudo.password" in output:
+            os.write(fd, PASSWORD_USER_PASSWORD.encode() + b"\n")
+            answered = True
+    _, status = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert answered, text
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "added umask 0002 to /home/wbpw/.bashrc" in text

@@ -138,3 +138,16 @@ def test_a_container_that_dies_at_once_is_a_failure(host: TestHost) -> None:
     run = run_steps(host, ("nvidia-runtime", "container"), image="local/broken:1")
     assert run.status("container") == "failed"
     assert run.message("container").startswith("container workbench exited")
+
+
+def test_azure_is_detected_by_its_agent_and_an_explicit_cloud_wins(host: TestHost) -> None:
+    host.exec("mkdir -p /var/lib/waagent")
+    explicit = run_steps(host, ("data-root",), cloud="aws")
+    assert explicit.status("data-root") == "skipped"
+    assert explicit.message("data-root") == "not Azure (--cloud aws)"
+    detected = run_steps(host, ("data-root",))
+    assert detected.status("data-root") == "changed", detected.lines
+    assert host.docker_info()["DockerRootDir"] == "/mnt/docker"
+    again = run_steps(host, ("data-root",))
+    assert again.status("data-root") == "ok"
+    assert again.message("data-root") == "dockerd root is /mnt/docker (detected: /var/lib/waagent)"
