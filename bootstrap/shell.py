@@ -69,7 +69,10 @@ def atomic_write(path: str, content: bytes, *, expected_sha256: str | None,
   fi"""
     owner_cmd = f'chown {q(new_owner)} "$tmp"' if new_owner else ":"
     return f"""(
-  p={q(path)}; d=$(dirname "$p"); b=$(basename "$p")
+  p={q(path)}
+  # A symlinked file (dotfiles repo) is written where it points; the link stays.
+  if [ -L "$p" ]; then p=$(readlink -f "$p"); fi
+  d=$(dirname "$p"); b=$(basename "$p")
   mkdir -p "$d"
   if [ -e "$p" ]; then cur=$(sha256sum "$p" | cut -c1-64); else cur=absent; fi
   if [ "$cur" != {q(expected)} ]; then

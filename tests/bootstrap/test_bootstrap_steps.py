@@ -92,6 +92,16 @@ def test_umask_duplicates_collapse_and_chmod_home(host: TestHost) -> None:
     assert again.status("umask") == "ok" and again.report.commands_sent == 1
 
 
+def test_symlinked_bashrc_is_written_through_the_link(host: TestHost) -> None:
+    host.exec("mkdir -p /home/wb/dotfiles && mv /home/wb/.bashrc /home/wb/dotfiles/bashrc && "
+              "ln -s dotfiles/bashrc /home/wb/.bashrc && chown -R wb:wb /home/wb/dotfiles")
+    run = run_steps(host, ("umask",))
+    assert run.status("umask") == "changed", run.lines
+    assert host.out("readlink /home/wb/.bashrc").strip() == "dotfiles/bashrc"
+    assert b"\numask 0002\n" in (host.read_file("/home/wb/dotfiles/bashrc") or b"")
+    assert run_steps(host, ("umask",)).status("umask") == "ok"
+
+
 def test_container_left_alone_restarted_or_replaced(host: TestHost) -> None:
     first = run_steps(host, ("nvidia-runtime", "container"))
     assert first.status("container") == "changed"
