@@ -15,7 +15,9 @@ TUNNEL_PORTS = (8888, 8890, 5000)
 
 
 def tunnel_ports(spec: WorkstationSpec) -> tuple[int, ...]:
-    return tuple(sorted(set(TUNNEL_PORTS) | set(spec.app_ports)))
+    """The defaults, every open app port, and every port the image preset serves."""
+    preset_ports = {p.host for p in spec.image_preset.ports} if spec.image_preset else set()
+    return tuple(sorted(set(TUNNEL_PORTS) | set(spec.app_ports) | preset_ports))
 
 
 def ssh_command(user: str, host: str) -> str:

@@ -59,3 +59,13 @@ def test_retired_type_warns_with_replacement_but_builds() -> None:
     s = spec(cloud="azure", gcpOsLoginAccount="", profile="Standard_NC6s_v3")
     assert s.profile.name == "Standard_NC6s_v3"
     assert any("Standard_NC24ads_A100_v4" in w for w in s.warnings)
+
+
+def test_tunnel_forwards_the_presets_ports() -> None:
+    from components.access import tunnel_command
+
+    s = spec(cloud="aws", gcpOsLoginAccount="", containerImage="monai-label")
+    assert s.container_image == "projectmonai/monailabel:0.8.5"
+    assert tunnel_command(s, "198.51.100.9") == (
+        "ssh -N -L 5000:localhost:5000 -L 8000:localhost:8000 -L 8888:localhost:8888 "
+        "-L 8890:localhost:8890 ubuntu@198.51.100.9")
