@@ -11,13 +11,15 @@ from components.spec import WorkstationSpec
 
 JUPYTER_PORT = 8890  # Clara container's JupyterLab (container 8888, published on 8890)
 AIAA_PORT = 5000
+MLFLOW_PORT = 5001  # its own port: 5000 is AIAA's
 TUNNEL_PORTS = (8888, 8890, 5000)
 
 
 def tunnel_ports(spec: WorkstationSpec) -> tuple[int, ...]:
     """The defaults, every open app port, and every port the image preset serves."""
     preset_ports = {p.host for p in spec.image_preset.ports} if spec.image_preset else set()
-    return tuple(sorted(set(TUNNEL_PORTS) | set(spec.app_ports) | preset_ports))
+    mlflow = {MLFLOW_PORT} if spec.mlflow else set()
+    return tuple(sorted(set(TUNNEL_PORTS) | set(spec.app_ports) | preset_ports | mlflow))
 
 
 def ssh_command(user: str, host: str) -> str:
@@ -36,3 +38,7 @@ def jupyter_url() -> str:
 
 def aiaa_url() -> str:
     return f"http://localhost:{AIAA_PORT}"
+
+
+def mlflow_url(spec: WorkstationSpec) -> str:
+    return f"http://localhost:{MLFLOW_PORT}" if spec.mlflow else ""

@@ -128,6 +128,7 @@ class WorkstationSpec:
     azure_daily_shutdown: str | None = None  # "HH:MM" UTC
     dataset_bucket: bool = False
     keep_dataset_bucket: bool = True
+    mlflow: bool = False  # an MLflow tracking server beside the container (bootstrap)
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -360,6 +361,7 @@ def _lifecycle(cloud: Cloud, zone: str | None, reader: _Reader) -> dict[str, Any
         "azure_daily_shutdown": daily,
         "dataset_bucket": reader.boolean("datasetBucket", default=False),
         "keep_dataset_bucket": reader.boolean("keepDatasetBucket", default=True),
+        "mlflow": reader.boolean("mlflow", default=False),
     }
 
 

@@ -69,3 +69,12 @@ def test_tunnel_forwards_the_presets_ports() -> None:
     assert tunnel_command(s, "198.51.100.9") == (
         "ssh -N -L 5000:localhost:5000 -L 8000:localhost:8000 -L 8888:localhost:8888 "
         "-L 8890:localhost:8890 ubuntu@198.51.100.9")
+
+
+def test_mlflow_joins_the_tunnel_and_outputs() -> None:
+    from components.access import mlflow_url, tunnel_ports
+
+    off = spec(cloud="aws", gcpOsLoginAccount="")
+    assert 5001 not in tunnel_ports(off) and mlflow_url(off) == ""
+    on = spec(cloud="aws", gcpOsLoginAccount="", mlflow="true")
+    assert 5001 in tunnel_ports(on) and mlflow_url(on) == "http://localhost:5001"
