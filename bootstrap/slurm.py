@@ -18,10 +18,11 @@ line the task reports.
 
 from __future__ import annotations
 
-import io
 import os
 import shlex
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,15 +86,54 @@ def _connection(c: Context, task_name: str) -> Connection:
     return c
 
 
-def _remote(c: Connection, snippet: str, stdin: str | None = None) -> Any:
-    """Run a sh snippet on the login node; stdout/stderr captured, never raises on exit code."""
-    return c.run(
-        "sh -c " + shlex.quote(snippet),
-        hide=True,
-        warn=True,
-        pty=False,
-        in_stream=io.StringIO(stdin) if stdin is not None else False,
-    )
+@dataclass(frozen=True)
+class RemoteResult:
+    exited: int
+    stdout: str
+    stderr: str
+
+
+def _remote(c: Connection, snippet: str, stdin: str = "") -> RemoteResult:
+    """Run a sh snippet on the login node with `stdin` as its input; never raises on exit code.
+
+    This drives the SSH channel itself rather than `c.run(in_stream=...)`:
+    invoke feeds in_stream one character per 10 ms poll (a 3 kB script took
+    30 s) and can close the channel's stdin before the last byte is sent.
+    Here the whole input goes in one write, then EOF, on the connection
+    Fabric already holds (its gateway and ssh_config settings included).
+    """
+    c.open()
+    transport = c.client.get_transport()
+    if transport is None:  # open() failed without raising
+        raise _fail("remote", f"no SSH transport to {c.host}")
+    channel = transport.open_session()
+    try:
+        channel.exec_command("sh -c " + shlex.quote(snippet))
+        if stdin:
+            channel.sendall(stdin.encode())
+        channel.shutdown_write()
+        out, err = bytearray(), bytearray()
+        while True:
+            idle = True
+            if channel.recv_ready():
+                out += channel.recv(65536)
+                idle = False
+            if channel.recv_stderr_ready():
+                err += channel.recv_stderr(65536)
+                idle = False
+            if idle and channel.exit_status_ready():
+                # Exit status can arrive before the last output; drain it.
+                if not (channel.recv_ready() or channel.recv_stderr_ready()):
+                    break
+            elif idle:
+                time.sleep(0.005)
+        return RemoteResult(
+            channel.recv_exit_status(),
+            out.decode(errors="replace"),
+            err.decode(errors="replace"),
+        )
+    finally:
+        channel.close()
 
 
 def _require_command(executable: str, purpose: str, list_runtimes: bool = False) -> str:
@@ -139,7 +179,9 @@ def pull_snippet(runtime: str, reference: str, cache_dir: str) -> str:
             'if [ -n "$user" ]; then export CH_IMAGE_USERNAME="$user" '
             'CH_IMAGE_PASSWORD="$password" CH_IMAGE_AUTH=yes; fi\n'
             + _require_command("ch-convert", "charliecloud pulls convert with it")
-            + f'ch-image pull {ref} >"$log" 2>&1 && '
+            # --no-cache: the build cache needs git and a git identity, and a
+            # pull only to convert gains nothing from it.
+            + f'ch-image --no-cache pull {ref} >"$log" 2>&1 && '
             f'ch-convert -i ch-image -o dir {ref} "$tmp" >>"$log" 2>&1\n'
         )
     else:

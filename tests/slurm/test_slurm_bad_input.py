@@ -153,19 +153,22 @@ def test_an_image_that_was_never_pulled_is_named(login_node: LoginNode, conn: Co
 def test_an_image_that_cannot_be_pulled_fails_with_the_tools_message_and_no_partial_file(
     login_node: LoginNode, conn: Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    secret = "nvapi-test-key-must-never-land-anywhere"
-    monkeypatch.setenv("NGC_API_KEY", secret)
+    # .invalid never resolves (RFC 6761), with or without internet access.
+    secret = "registry-password-must-never-land-anywhere"
+    monkeypatch.setenv("CH_IMAGE_USERNAME", "researcher")
+    monkeypatch.setenv("CH_IMAGE_PASSWORD", secret)
     with pytest.raises(Exit) as failure:
-        slurm.pull(
-            conn, image="nvcr.io/nvidia/does-not-exist:0.0", runtime="charliecloud", cache_dir="sif"
-        )
+        slurm.pull(conn, image="registry.invalid/lab/model:1", runtime="charliecloud",
+                   cache_dir="sif")  # fmt: skip
     message = str(failure.value.message)
     assert failure.value.code == 4
+    # ch-image's own words: it tried the registry and could not reach it.
     assert message.startswith(
-        "slurm.pull: cannot pull nvcr.io/nvidia/does-not-exist:0.0: error: "
+        "slurm.pull: cannot pull registry.invalid/lab/model:1: error: GET failed: "
     ), message
+    assert "host='registry.invalid'" in message
     assert "\n" not in message and secret not in message
-    # No half-pulled image under any name, and the key is in no file the pull touched.
+    # No half-pulled image under any name, and the password is in no file the pull touched.
     assert files_under(login_node, "sif") == []
     storage = login_node.home.parent / "ch-image" / "storage"  # the session's CH_IMAGE_STORAGE
     assert (storage / "version").exists()  # ch-image really ran and initialised it

@@ -232,3 +232,19 @@ def test_status_of_an_unknown_job_is_one_line_from_slurm(conn: Connection) -> No
     assert failure.value.code == 4
     assert message.startswith("slurm.status: job 999999 is not in the queue")
     assert "\n" not in message
+
+
+def test_a_large_script_goes_over_in_one_write(
+    login_node: LoginNode, conn: Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # invoke's in_stream would feed this 60 kB script one character per 10 ms
+    # poll (10 minutes); the task writes it to the channel at once.
+    payload = "x" * 60_000
+    started = time.monotonic()
+    job_id = submit(
+        conn, capsys, **busybox_job(login_node, "bigscript", f"printf %s {payload} | wc -c")
+    )
+    assert time.monotonic() - started < 10
+    wait_for_status(conn, capsys, job_id, "COMPLETED")
+    slurm.logs(conn, job_id, jobs_dir="jobs-bigscript")
+    assert capsys.readouterr().out.strip() == "60000"
