@@ -562,7 +562,7 @@ def parse_job_states(text: str, source: str) -> list[JobState]:
 
 
 def format_job_states(states: list[JobState]) -> str:
-    header = ("JOBID", "STATE", "ELAPSED", "TIMELIMIT", "REASON/EXIT", "FROM")
+    header = ("JOBID", "STATE", "ELAPSED", "TIMELIMIT", "NODE/REASON/EXIT", "FROM")
     rows = [header] + [
         (s.job_id, s.state, s.elapsed, s.time_limit, s.detail, s.source) for s in states
     ]

@@ -248,3 +248,21 @@ def test_a_large_script_goes_over_in_one_write(
     wait_for_status(conn, capsys, job_id, "COMPLETED")
     slurm.logs(conn, job_id, jobs_dir="jobs-bigscript")
     assert capsys.readouterr().out.strip() == "60000"
+
+
+def test_logs_shows_the_error_file_when_stderr_is_kept_apart(
+    login_node: LoginNode, conn: Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job_id = submit(
+        conn,
+        capsys,
+        **busybox_job(
+            login_node, "split", "echo to-out; echo to-err >&2", error="split-logs/%x-%j.err"
+        ),
+    )
+    wait_for_status(conn, capsys, job_id, "COMPLETED")
+    slurm.logs(conn, job_id, jobs_dir="jobs-split")
+    assert capsys.readouterr().out.strip() == "to-out"
+    slurm.logs(conn, job_id, jobs_dir="jobs-split", stderr=True)
+    assert capsys.readouterr().out.strip() == "to-err"
+    assert (login_node.home / "split-logs" / f"split-{job_id}.err").exists()
