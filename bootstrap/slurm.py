@@ -101,6 +101,8 @@ def _remote(c: Connection, snippet: str, stdin: str = "") -> RemoteResult:
     30 s) and can close the channel's stdin before the last byte is sent.
     Here the whole input goes in one write, then EOF, on the connection
     Fabric already holds (its gateway and ssh_config settings included).
+    Every snippet reads all of stdin before it writes anything, so the write
+    cannot stall behind output nobody is reading yet.
     """
     c.open()
     transport = c.client.get_transport()
@@ -373,7 +375,7 @@ def submit_job(c: Context, spec: JobSpec, dry_run: bool = False) -> tuple[str, s
         "error": "stderr path (default: with stdout)",
         "sbatch": "extra #SBATCH option, e.g. --constraint=a100 (repeatable)",
         "skip_nv": "do not pass --nv to apptainer/singularity",
-        "code": f"cluster dir bound at {'/workspace/code'} (and the working dir)",
+        "code": "cluster dir bound at /workspace/code (and the working dir)",
         "data": "cluster dir bound at /workspace/data",
         "output_dir": "cluster dir bound at /workspace/output",
         "bind": "extra bind SRC[:DST] (repeatable)",

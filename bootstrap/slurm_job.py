@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import yaml
@@ -636,12 +636,3 @@ def registry_credentials(
     if found and any("\n" in part or "\r" in part for part in found):
         raise JobError("registry credentials contain a newline")
     return found
-
-
-@dataclass
-class PullPlan:
-    runtime: str
-    reference: str
-    target: str  # cluster path of the SIF / image dir
-    cache_dir: str
-    credentials: tuple[str, str] | None = field(default=None, repr=False)

@@ -6,7 +6,6 @@ tests keep apart by job name and their own directories in the user's home.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -15,22 +14,11 @@ from pathlib import Path
 import pytest
 from fabric import Connection
 
-from tests.slurm.login_node import LoginNode, build_busybox_image
+from tests.slurm.login_node import LoginNode, build_busybox_image, require_real_parts
 from tests.support.loopback_sshd import LoopbackSshd
-from tests.support.slurm_cluster import SlurmCluster, missing_real_parts
+from tests.support.slurm_cluster import SlurmCluster
 
 LOGIN_USER = "wbslurm"
-
-
-def require_real_parts() -> None:
-    """Skip when the machine cannot run the cluster; fail instead where CI demands it."""
-    missing = missing_real_parts()
-    if not missing:
-        return
-    reason = "real Slurm test cluster needs: " + ", ".join(missing)
-    if os.environ.get("WORKBENCH_REQUIRE_REAL_PARTS") == "1":
-        pytest.fail(reason + " (WORKBENCH_REQUIRE_REAL_PARTS=1)", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from fabric import Connection
 
 from tests.support.loopback_sshd import LoopbackSshd
-from tests.support.slurm_cluster import SlurmCluster
+from tests.support.slurm_cluster import SlurmCluster, missing_real_parts
+
+
+def require_real_parts() -> None:
+    """Skip when the machine cannot run the cluster; fail instead where CI demands it."""
+    missing = missing_real_parts()
+    if not missing:
+        return
+    reason = "real Slurm test cluster needs: " + ", ".join(missing)
+    if os.environ.get("WORKBENCH_REQUIRE_REAL_PARTS") == "1":
+        pytest.fail(reason + " (WORKBENCH_REQUIRE_REAL_PARTS=1)", pytrace=False)
+    pytest.skip(reason)
 
 
 def build_busybox_image(root: Path) -> Path:

@@ -418,3 +418,17 @@ def test_dry_run_needs_no_host_and_other_tasks_do(capsys: pytest.CaptureFixture[
     assert capsys.readouterr().out.startswith("#!/bin/bash\n")
     with pytest.raises(Exit, match=r"needs the login node: fab -H user@login-node slurm.status"):
         slurm.status(Context(), "12")
+
+
+def test_missing_real_parts_skip_locally_and_fail_where_ci_requires_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.slurm import login_node
+
+    monkeypatch.setattr(login_node, "missing_real_parts", lambda: ["/usr/sbin/slurmctld"])
+    monkeypatch.delenv("WORKBENCH_REQUIRE_REAL_PARTS", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="needs: /usr/sbin/slurmctld"):
+        login_node.require_real_parts()
+    monkeypatch.setenv("WORKBENCH_REQUIRE_REAL_PARTS", "1")
+    with pytest.raises(pytest.fail.Exception, match="WORKBENCH_REQUIRE_REAL_PARTS=1"):
+        login_node.require_real_parts()

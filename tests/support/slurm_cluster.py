@@ -35,6 +35,7 @@ DAEMONS = {
     "munged": "/usr/sbin/munged",
     "mariadbd": "/usr/sbin/mariadbd",
     "mariadb-install-db": "/usr/bin/mariadb-install-db",
+    "mariadb": "/usr/bin/mariadb",
     "slurmdbd": "/usr/sbin/slurmdbd",
     "slurmctld": "/usr/sbin/slurmctld",
     "slurmd": "/usr/sbin/slurmd",
@@ -300,7 +301,7 @@ StorageLoc=slurm_acct_db
         # on loopback and only its own database.
         subprocess.run(
             [
-                "mariadb",
+                DAEMONS["mariadb"],
                 f"--socket={self.db_socket}",
                 "-u",
                 "root",
