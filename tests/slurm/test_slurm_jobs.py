@@ -266,3 +266,22 @@ def test_logs_shows_the_error_file_when_stderr_is_kept_apart(
     slurm.logs(conn, job_id, jobs_dir="jobs-split", stderr=True)
     assert capsys.readouterr().out.strip() == "to-err"
     assert (login_node.home / "split-logs" / f"split-{job_id}.err").exists()
+
+
+def test_logs_of_a_job_that_has_not_started_says_where_output_will_be(
+    login_node: LoginNode, conn: Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job_id = submit(
+        conn, capsys, **busybox_job(login_node, "held", "echo never", sbatch=["--hold"])
+    )
+    try:
+        with pytest.raises(Exit) as failure:
+            slurm.logs(conn, job_id, jobs_dir="jobs-held")
+        assert failure.value.code == 4
+        assert str(failure.value.message) == (
+            f"slurm.logs: no output yet at {login_node.home}/jobs-held/logs/held-{job_id}.out"
+            f" (job {job_id} PENDING)"
+        )
+    finally:
+        slurm.cancel(conn, job_id)
+    assert capsys.readouterr().out.strip() == f"cancelled {job_id} (was PENDING)"
