@@ -117,8 +117,6 @@ DATA_DISKS = {
     "gcp:compute/disk:Disk": ("size", "type"),
     "azure-native:compute:Disk": ("diskSizeGB", None),
 }
-DATA_ATTACHMENTS = ("aws:ec2/volumeAttachment:VolumeAttachment",
-                    "gcp:compute/attachedDisk:AttachedDisk")
 BUCKETS = ("aws:s3/bucket:Bucket", "gcp:storage/bucket:Bucket",
            "azure-native:storage:BlobContainer")
 
@@ -140,15 +138,11 @@ def kept_after_destroy(run: ProgramRun, cloud: catalog.Cloud) -> Kept:
         else:
             lines.append(f"data volume {size:.0f} GB {kind}, mounted at /data: deleted by "
                          "`pulumi destroy` (keepDataVolume: false)")
-    attached_by_id = [r for r in run.resources if r.type in DATA_ATTACHMENTS
-                      and not any(d.urn in r.source_of("volumeId") + r.source_of("disk")
-                                  for d in disks)]
-    vm = run.of_type("azure-native:compute:VirtualMachine")
-    azure_data = vm[0].inputs["storageProfile"].get("dataDisks") if vm else None
-    if attached_by_id or (azure_data and not disks):
-        volume = run.config.get("gpu-workbench:dataVolumeId")
-        lines.append(f"data volume {volume}: re-attached at /data; not part of this stack's "
-                     "resources, so `pulumi destroy` leaves it")
+    reattached = run.outputs.get("data_volume_id")
+    if not disks and reattached:
+        # Attached by ID (dataVolumeId): the program declared no disk to delete.
+        lines.append(f"data volume {reattached}: re-attached at /data; not part of this "
+                     "stack's resources, so `pulumi destroy` leaves it")
     if not lines:
         lines.append("no data volume (dataVolumeGb: 0): everything on the machine goes "
                      "with `pulumi destroy`")

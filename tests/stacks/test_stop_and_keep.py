@@ -159,3 +159,12 @@ def test_plan_prints_kept_volume_policy_and_monthly_cost(run_stack: RunStack) ->
         assert "autostop after 60 idle minutes" in stop_policy(run, stack)[0]  # type: ignore[arg-type]
     off = run_stack("aws", autostopMinutes=0)
     assert "autostop off" in stop_policy(off, "aws")[0]
+
+
+def test_plan_says_a_reattached_volume_is_left_alone(run_stack: RunStack) -> None:
+    for stack, volume in (("aws", "vol-0abc1234def567890"),
+                          ("azure", "/subscriptions/s/resourceGroups/wb-data/providers/"
+                                    "Microsoft.Compute/disks/wb-azure-data")):
+        kept = kept_after_destroy(run_stack(stack, dataVolumeId=volume), stack)  # type: ignore[arg-type]
+        assert kept.lines[0].startswith(f"data volume {volume}: re-attached at /data")
+        assert kept.monthly_usd == 0
