@@ -27,7 +27,10 @@ class ImagePreset:
     image: str
     cuda: tuple[int, int]  # CUDA toolkit the image is built on
     ports: tuple[Port, ...]
-    jupyter_command: str | None  # {token} and {port} are filled in; None: no JupyterLab
+    # {port} is filled in; the token is never on the command line: JupyterLab
+    # reads it from the JUPYTER_TOKEN environment variable (JUPYTER_TOKEN_ENV),
+    # which the bootstrap passes through an env file. None: no JupyterLab.
+    jupyter_command: str | None
     needs_ngc_credentials: bool
     description: str
 
@@ -36,9 +39,13 @@ class ImagePreset:
         return f"{self.cuda[0]}.{self.cuda[1]}"
 
 
+# Where JupyterLab (jupyter_server) takes its token from when no --ServerApp.token
+# is given: an environment variable, so the token shows neither in `ps` nor in
+# `docker inspect`'s command line.
+JUPYTER_TOKEN_ENV = "JUPYTER_TOKEN"
 JUPYTER = (
     "jupyter lab --ip=0.0.0.0 --port={port} --no-browser --allow-root "
-    "--ServerApp.token={token} --ServerApp.root_dir=/workspace"
+    "--ServerApp.root_dir=/workspace"
 )
 JUPYTER_PORT = Port(8888, 8890, "JupyterLab")  # the Clara guides publish it on 8890
 

@@ -49,7 +49,10 @@ def test_presets_cover_the_frameworks_with_ports_and_jupyter() -> None:
     for preset in images.PRESETS:
         assert images.find_preset(preset.image) is preset
         assert not any(p.host == 5000 for p in preset.ports if p.purpose != "Clara AIAA server")
-        assert preset.jupyter_command is None or "{token}" in preset.jupyter_command
+        # The token comes from the environment (JUPYTER_TOKEN), never the command line.
+        assert images.JUPYTER_TOKEN_ENV == "JUPYTER_TOKEN"
+        assert preset.jupyter_command is None or (
+            "{port}" in preset.jupyter_command and "token" not in preset.jupyter_command.lower())
 
 
 @pytest.mark.parametrize(("cuda", "driver", "ok"), [
