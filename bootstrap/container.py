@@ -11,6 +11,8 @@ import shlex
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from components.images import ImagePreset
+
 DEFAULT_IMAGE = "nvcr.io/nvidia/clara-train-sdk:v4.1"
 DEFAULT_NAME = "workbench"
 DEFAULT_WORKSPACE = "~/workspace"
@@ -19,16 +21,29 @@ JUPYTER_CONTAINER_PORT = 8888
 AIAA_PORT = 5000
 LABEL_CONFIG = "org.gpu-workbench.config-sha256"
 LABEL_TOKEN = "org.gpu-workbench.token-sha256"
+# Extra Python packages (--pip/--requirements) live in a user site on the
+# workspace volume: kept across restarts and new containers, and pip --user
+# still sees what the image has (no second torch or numpy).
+PACKAGES_DIR = ".gpu-workbench/python"  # under the workspace
+PYTHONUSERBASE = f"/workspace/{PACKAGES_DIR}"
 
 # JupyterLab reads its token from JUPYTER_TOKEN (passed with --env-file, so it
 # is never on a command line). Clara Train images also carry start_aiaa.sh;
 # other NGC images (PyTorch, MONAI) have no AIAA, so it starts only if present.
-DEFAULT_COMMAND = (
-    "sh", "-c",
+START_AIAA_IF_PRESENT = (
     "if command -v start_aiaa.sh >/dev/null 2>&1; then "
     "start_aiaa.sh --workspace /workspace/aiaa >/workspace/.aiaa.log 2>&1 & fi; "
-    "exec jupyter lab --ip=0.0.0.0 --port=8888 --allow-root --no-browser "
+)
+DEFAULT_COMMAND = (
+    "sh", "-c",
+    START_AIAA_IF_PRESENT
+    + "exec jupyter lab --ip=0.0.0.0 --port=8888 --allow-root --no-browser "
     "--ServerApp.root_dir=/workspace",
+)
+# (container port, host port, what serves there) for an image outside the catalog.
+DEFAULT_PORTS: tuple[tuple[int, int, str], ...] = (
+    (JUPYTER_CONTAINER_PORT, JUPYTER_HOST_PORT, "JupyterLab"),
+    (AIAA_PORT, AIAA_PORT, "AIAA"),
 )
 
 
@@ -37,23 +52,30 @@ class ContainerSpec:
     name: str
     image: str
     workspace: str  # absolute path on the host
-    jupyter_host_port: int = JUPYTER_HOST_PORT
-    aiaa_host_port: int = AIAA_PORT
+    ports: tuple[tuple[int, int, str], ...] = DEFAULT_PORTS  # (container, host, purpose)
     runtime: str = "nvidia"
     restart: str = "unless-stopped"
     shm_size: str = "1g"  # PyTorch data loaders need more than Docker's 64 MB
     command: tuple[str, ...] = DEFAULT_COMMAND
+    env: tuple[tuple[str, str], ...] = ()  # non-secret settings, e.g. PYTHONUSERBASE
 
     @property
     def port_bindings(self) -> set[tuple[str, str]]:
         """{(container port/proto, host port)} as docker inspect shows them."""
-        return {
-            (f"{JUPYTER_CONTAINER_PORT}/tcp", str(self.jupyter_host_port)),
-            (f"{AIAA_PORT}/tcp", str(self.aiaa_host_port)),
-        }
+        return {(f"{c}/tcp", str(h)) for c, h, _ in self.ports}
+
+    @property
+    def jupyter_host_port(self) -> int | None:
+        return next((h for _, h, purpose in self.ports if purpose == "JupyterLab"), None)
 
     def config_hash(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        fields = asdict(self)
+        if self.ports == DEFAULT_PORTS and not self.env:
+            # Hashed as before presets existed, so an upgrade does not replace
+            # (and restart) a container that is already what we want.
+            del fields["ports"], fields["env"]
+            fields.update(jupyter_host_port=JUPYTER_HOST_PORT, aiaa_host_port=AIAA_PORT)
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
     def run_command(self, env_file: str, token_sha: str) -> str:
         """`docker run` as a shell string; env_file and token_sha may be shell expressions."""
@@ -61,10 +83,10 @@ class ContainerSpec:
         parts = [
             "docker run -d", f"--name {q(self.name)}", f"--runtime {q(self.runtime)}",
             f"--restart {q(self.restart)}", f"--shm-size {q(self.shm_size)}",
-            f"-p {self.jupyter_host_port}:{JUPYTER_CONTAINER_PORT}",
-            f"-p {self.aiaa_host_port}:{AIAA_PORT}",
+            *(f"-p {h}:{c}" for c, h, _ in self.ports),
             f"-v {q(self.workspace)}:/workspace",
             f'--env-file "{env_file}"',
+            *(f"-e {q(f'{k}={v}')}" for k, v in self.env),
             # The nvidia runtime hands over the GPUs this names; NGC images set
             # it, other images may not.
             "-e NVIDIA_VISIBLE_DEVICES=all",
@@ -73,6 +95,26 @@ class ContainerSpec:
             q(self.image), " ".join(q(c) for c in self.command),
         ]
         return " ".join(parts)
+
+
+def spec_for_image(name: str, image: str, preset: ImagePreset | None, workspace: str,
+                   *, packages: bool = False) -> ContainerSpec:
+    """The container for an image: a preset's ports and Jupyter start, else the defaults.
+
+    packages: extra Python packages were asked for, so the container gets the
+    user site on the workspace (PYTHONUSERBASE).
+    """
+    env = (("PYTHONUSERBASE", PYTHONUSERBASE),) if packages else ()
+    if preset is None:
+        return ContainerSpec(name=name, image=image, workspace=workspace, env=env)
+    ports = tuple((p.container, p.host, p.purpose) for p in preset.ports)
+    jupyter = next((p.container for p in preset.ports if p.purpose == "JupyterLab"), None)
+    if preset.jupyter_command is not None and jupyter is not None:
+        start = "exec " + preset.jupyter_command.format(port=jupyter)
+    else:  # no JupyterLab in this image: keep the container up for `docker exec`
+        start = "exec sleep infinity"
+    return ContainerSpec(name=name, image=image, workspace=workspace, ports=ports,
+                         command=("sh", "-c", START_AIAA_IF_PRESENT + start), env=env)
 
 
 def token_fingerprint(token: str) -> str:

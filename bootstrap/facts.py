@@ -26,7 +26,15 @@ TOKEN_FILE = f"{TOKEN_DIR}/jupyter_token"
 CHMOD_HOME_PRUNE = (".ssh", TOKEN_DIR)
 
 
-def facts_script(*, wait_timeout: float, container_name: str, chmod_home: bool) -> str:
+# The MLflow tracking server's container (bootstrap/steps/mlflow.py).
+MLFLOW_CONTAINER = "workbench-mlflow"
+# Beside the extra packages in the workspace: the sha256 of the requirements installed.
+PACKAGES_HASH_FILE = "requirements.sha256"
+
+
+def facts_script(*, wait_timeout: float, container_name: str, chmod_home: bool,
+                 workspace: str = "~/workspace", packages_dir: str = ".gpu-workbench/python"
+                 ) -> str:
     prune = " -o ".join(f'-path "$home/{p}"' for p in CHMOD_HOME_PRUNE)
     chmod_probe = (
         f'find "$home" \\( {prune} \\) -prune -o ! -type l \\( '
@@ -35,6 +43,9 @@ def facts_script(*, wait_timeout: float, container_name: str, chmod_home: bool) 
         if chmod_home else ":"
     )
     name = shlex.quote(container_name)
+    # The workspace as the host sees it: ~ is the login user's home.
+    ws = ('"$home"' + shlex.quote(workspace[1:]) if workspace.startswith("~")
+          else shlex.quote(workspace))
     return rf"""
 export LC_ALL=C
 user=${{SUDO_USER:-$(id -un)}}
@@ -106,6 +117,16 @@ say token
 cat "$home/{TOKEN_FILE}" 2>/dev/null
 say apt
 command -v apt-get || echo absent
+say gpu
+# Driver, compute capability and model, for the image compatibility check (one line per GPU).
+if command -v nvidia-smi >/dev/null 2>&1; then
+  wb_g=$(timeout 30 nvidia-smi --query-gpu=driver_version,compute_cap,name --format=csv,noheader 2>&1); wb_rc=$?
+  echo "$wb_g" | head -n 16; echo "rc=$wb_rc"
+else echo absent; fi
+say packages_sha
+cat {ws}/{shlex.quote(packages_dir)}/{PACKAGES_HASH_FILE} 2>/dev/null
+say mlflow
+docker inspect --type container {MLFLOW_CONTAINER} --format '{{{{json .}}}}' 2>/dev/null || echo absent
 """
 
 
@@ -129,6 +150,9 @@ class Facts:
     container: dict[str, Any] | None
     token: str | None
     has_apt: bool
+    gpu: str = "absent"  # nvidia-smi's csv lines then rc=N, or "absent"
+    packages_sha: str | None = None  # of the extra packages last installed
+    mlflow: dict[str, Any] | None = None  # docker inspect of the MLflow container
     raw: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -203,5 +227,8 @@ def parse_facts(output: str) -> Facts:
         container=_json_or_none(s.get("container", "")),
         token=s.get("token", "").strip() or None,
         has_apt=_path_or_none(s.get("apt", "")) is not None,
+        gpu=s.get("gpu", "absent").strip() or "absent",
+        packages_sha=s.get("packages_sha", "").strip() or None,
+        mlflow=_json_or_none(s.get("mlflow", "")),
         raw=s,
     )

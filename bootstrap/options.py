@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bootstrap.container import DEFAULT_IMAGE, DEFAULT_NAME, DEFAULT_WORKSPACE
+from components.images import ImagePreset, find_preset
 
 CLOUDS = ("aws", "gcp", "azure")
+# The environment variable that carries a Jupyter token to `fab` (scripts/bootstrap
+# sets it from the stack's jupyter_token secret): never on a command line.
+JUPYTER_TOKEN_ENV = "WORKBENCH_JUPYTER_TOKEN"
 
 
 @dataclass(frozen=True)
 class BootstrapOptions:
     cloud: str | None = None  # None: detect (only Azure changes anything)
-    image: str = DEFAULT_IMAGE
+    image: str = DEFAULT_IMAGE  # a preset name (components/images.py) or an image reference
     container_name: str = DEFAULT_NAME
     workspace: str = DEFAULT_WORKSPACE
     check: bool = False  # read facts, report what would change, change nothing
     skip_check: bool = False  # skip the GPU check (hosts without a GPU)
     chmod_home: bool = False
     wait_timeout: float = 300.0  # SSH retry, cloud-init and dpkg lock, each bounded by this
+    # Extra Python packages for the container: pip requirement lines (--pip and
+    # the lines of --requirements), installed into a user site on the workspace.
+    requirements: tuple[str, ...] = ()
+    mlflow: bool = False  # also start the MLflow tracking server (the mlflow step)
+    # A Jupyter token to use instead of the host's own (the stack's secret).
+    jupyter_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.cloud is not None and self.cloud not in CLOUDS:
@@ -28,3 +38,43 @@ class BootstrapOptions:
         if not self.workspace.startswith(("/", "~/")) and self.workspace != "~":
             raise ValueError(
                 f"--workspace must be absolute or start with ~/, not {self.workspace!r}")
+        if self.jupyter_token is not None and (
+                len(self.jupyter_token) < 16 or not self.jupyter_token.isalnum()):
+            raise ValueError(f"the Jupyter token ({JUPYTER_TOKEN_ENV}) must be at least 16 "
+                             "letters and digits")
+        if not self.image.strip():
+            raise ValueError("--image must name a preset or an image")
+
+    @property
+    def preset(self) -> ImagePreset | None:
+        """The catalog preset --image names (by name or image reference), if any."""
+        return find_preset(self.image)
+
+    @property
+    def image_ref(self) -> str:
+        """The image to pull and run: a preset's image, else --image as given."""
+        preset = self.preset
+        return preset.image if preset else self.image
+
+
+def requirement_lines(pip: list[str] | tuple[str, ...], requirements_file: str | None
+                      ) -> tuple[str, ...]:
+    """--pip specs and the requirement lines of a local file (comments, blanks dropped).
+
+    Lines that point at other files (-r, -c) are refused: only this file is uploaded.
+    """
+    lines = [p.strip() for p in pip if p.strip()]
+    if requirements_file:
+        try:
+            text = open(requirements_file, encoding="utf-8").read()  # noqa: SIM115
+        except OSError as exc:
+            raise ValueError(f"--requirements {requirements_file}: {exc.strerror}") from exc
+        for raw in text.splitlines():
+            line = raw.split(" #", 1)[0].strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith(("-r", "-c", "--requirement", "--constraint")):
+                raise ValueError(f"--requirements {requirements_file}: {line!r} points at "
+                                 "another file; list its requirements here instead")
+            lines.append(line)
+    return tuple(lines)

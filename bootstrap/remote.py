@@ -149,6 +149,23 @@ class Remote:
             self._raise_for_sudo(out)
         return out
 
+    def put_private(self, data: bytes, path: str) -> None:
+        """Write a secret to `path` (as the login user, mode 600) over SFTP.
+
+        One round trip on the open connection, counted like a command. The bytes
+        travel inside the SSH channel, never on a command line the host's `ps`
+        could show. The file is made 600 before anything is written to it.
+        """
+        self.commands_sent += 1
+        try:
+            sftp = self.connection.sftp()
+            with sftp.open(path, "w") as fh:
+                sftp.chmod(path, 0o600)
+                fh.write(data)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise HostError(f"cannot write {path} on {self.label} over SFTP: "
+                            f"{_describe(exc)}") from exc
+
     def _raise_for_sudo(self, result: CommandResult) -> None:
         err = result.stderr
         user = self.connection.user

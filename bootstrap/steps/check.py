@@ -30,7 +30,7 @@ echo "$out" | tail -n 8
 def run(ctx: HostContext) -> StepOutcome:
     if ctx.options.skip_check:
         return skipped("--skip-check")
-    image = ctx.options.image
+    image = ctx.options.image_ref
     result = ctx.remote.run(PROBE.replace("@IMAGE@", shlex.quote(image)), timeout=1200)
     s = result.sections()
     host = s.get("host_smi", "absent").splitlines() or ["absent"]

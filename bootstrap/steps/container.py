@@ -1,10 +1,14 @@
 """Step 6: the workbench container runs, detached, with the nvidia runtime.
 
-JupyterLab is published on host 8890 (container 8888), AIAA on 5000, the
-workspace directory is mounted at /workspace, restart unless-stopped. The
+--image names a preset (components/images.py) or any image. A preset brings
+its ports (each published container -> host) and its JupyterLab start; any
+other image gets JupyterLab on host 8890 (container 8888) and AIAA on 5000.
+The workspace directory is mounted at /workspace, restart unless-stopped. The
 Jupyter token is made once on the host (~/.config/gpu-workbench/jupyter_token,
-mode 600) and reaches the container through an env file, never a command line.
-A running container is left alone unless its image, ports or settings differ.
+mode 600), or is the one given (--jupyter-token / WORKBENCH_JUPYTER_TOKEN,
+copied over SFTP), and reaches the container through an env file, never a
+command line. A running container is left alone unless its image, ports or
+settings differ.
 """
 
 # ruff: noqa: E501  (embedded shell scripts stay on one line each, as a shell reader expects)
@@ -14,17 +18,17 @@ from __future__ import annotations
 import shlex
 
 from bootstrap.container import (
-    AIAA_PORT,
-    JUPYTER_CONTAINER_PORT,
-    JUPYTER_HOST_PORT,
     ContainerSpec,
     differences,
     needs_replace,
+    spec_for_image,
 )
 from bootstrap.facts import TOKEN_DIR, TOKEN_FILE
 from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, changed, ok
 
 q = shlex.quote
+# Where a given token lands first (SFTP, as the login user), to be moved into place.
+TOKEN_UPLOAD = ".gpu-workbench-token.new"
 
 
 def workspace_path(workspace: str, home: str) -> str:
@@ -37,16 +41,19 @@ def workspace_path(workspace: str, home: str) -> str:
 
 def spec_for(ctx: HostContext) -> ContainerSpec:
     o = ctx.options
-    return ContainerSpec(name=o.container_name, image=o.image,
-                         workspace=workspace_path(o.workspace, ctx.facts.home))
+    return spec_for_image(o.container_name, o.image_ref, o.preset,
+                          workspace_path(o.workspace, ctx.facts.home),
+                          packages=bool(o.requirements))
 
 
 def run(ctx: HostContext) -> StepOutcome:
     f = ctx.facts
     spec = spec_for(ctx)
-    reasons = differences(spec, f.container, f.token)
+    given = ctx.options.jupyter_token
+    token = given or f.token
+    reasons = differences(spec, f.container, token)
     if not reasons:
-        _add_notes(ctx, f.token or "")
+        _add_services(ctx, spec, token or "")
         return ok(f"{spec.name} running {spec.image}")
     replace = needs_replace(reasons)
     verb = ("replace" if f.container else "create") if replace else "start"
@@ -55,12 +62,21 @@ def run(ctx: HostContext) -> StepOutcome:
         return ctx.would(f"{verb} {spec.name} {why}")
 
     owner = f"{q(f.user)}:{q(f.group)}"
+    upload = f"{f.home}/{TOKEN_UPLOAD}"
+    move_given = ""
+    if given is not None and given != f.token:
+        ctx.remote.put_private(given.encode(), upload)
+        # The token we were given, copied over SFTP, replaces the host's own.
+        move_given = (f"chown {owner} {q(upload)} && chmod 600 {q(upload)} && "
+                      f"mv -f {q(upload)} {q(f.home)}/{TOKEN_FILE} || "
+                      '{ echo "ERROR: cannot move the given Jupyter token into place"; exit 1; }')
     script = [f"""
 set -u
 cfg={q(f.home)}/{TOKEN_DIR}
 for d in {q(f.home)}/.config "$cfg"; do
   [ -d "$d" ] || {{ mkdir -m 700 "$d" && chown {owner} "$d"; }} || exit 1
 done
+{move_given}
 if [ ! -s {q(f.home)}/{TOKEN_FILE} ]; then
   # 32 random bytes as hex; written under umask 077, then renamed into place.
   (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > "$cfg/.jupyter_token.tmp") &&
@@ -104,22 +120,18 @@ echo "@@token"; echo "$token"
     if not result.ok:
         raise StepFailed(result.error_line())
     token = result.sections().get("token", "").strip()
-    _add_notes(ctx, token)
+    _add_services(ctx, spec, token)
     done = {"create": "created", "replace": "replaced", "start": "started"}[verb]
     return changed(f"{done} {spec.name} {why}")
 
 
-def _add_notes(ctx: HostContext, token: str) -> None:
-    c = ctx.remote.connection
-    key = c.connect_kwargs.get("key_filename")
-    if isinstance(key, list | tuple):
-        key = key[0] if key else None
-    key_opt = f"-i {q(str(key))} " if key else ""
-    port_opt = f"-p {c.port} " if c.port != 22 else ""
-    ctx.notes.extend([
-        f"JupyterLab: http://localhost:{JUPYTER_HOST_PORT}/lab?token={token}",
-        f"AIAA:       http://localhost:{AIAA_PORT}/",
-        f"tunnel:     ssh {key_opt}{port_opt}-L {JUPYTER_CONTAINER_PORT}:localhost:"
-        f"{JUPYTER_CONTAINER_PORT} -L {JUPYTER_HOST_PORT}:localhost:{JUPYTER_HOST_PORT} "
-        f"-L {AIAA_PORT}:localhost:{AIAA_PORT} {c.user}@{c.host}",
-    ])
+def _add_services(ctx: HostContext, spec: ContainerSpec, token: str) -> None:
+    """What the container serves, for the URLs and the tunnel printed at the end."""
+    # The stack's tunnel_command forwards 8888 too (a JupyterLab started by hand).
+    ctx.tunnel_extra.add(8888)
+    for _, host_port, purpose in spec.ports:
+        if purpose == "JupyterLab":
+            ctx.add_service(purpose, f"http://localhost:{host_port}/lab?token={token}",
+                            host_port)
+        else:
+            ctx.add_service(purpose, f"http://localhost:{host_port}/", host_port)

@@ -17,7 +17,7 @@ def run(ctx: HostContext) -> StepOutcome:
     )
     result = ctx.remote.run(
         facts_script(wait_timeout=o.wait_timeout, container_name=o.container_name,
-                     chmod_home=o.chmod_home),
+                     chmod_home=o.chmod_home, workspace=o.workspace),
         timeout=2 * o.wait_timeout + 120,
     )
     if not result.ok:
