@@ -15,7 +15,18 @@ from fabric import Connection
 from bootstrap.options import BootstrapOptions
 from bootstrap.recap import HostReport, Status, StepResult, format_step_line
 from bootstrap.remote import HostError, Remote
-from bootstrap.steps import check, compose, container, data_root, nvidia_runtime, umask, wait
+from bootstrap.steps import (
+    check,
+    compat,
+    compose,
+    container,
+    data_root,
+    mlflow,
+    nvidia_runtime,
+    packages,
+    umask,
+    wait,
+)
 from bootstrap.steps.base import HostContext, StepFailed, StepOutcome
 
 STEPS: dict[str, Callable[[HostContext], StepOutcome]] = {
@@ -24,14 +35,20 @@ STEPS: dict[str, Callable[[HostContext], StepOutcome]] = {
     "nvidia-runtime": nvidia_runtime.run,
     "data-root": data_root.run,
     "compose": compose.run,
+    "compat": compat.run,
     "container": container.run,
+    "packages": packages.run,
+    "mlflow": mlflow.run,
     "check": check.run,
 }
 ALL_STEPS = tuple(STEPS)
+# Steps a plain bootstrap leaves out unless asked (--mlflow).
+OPTIONAL_STEPS = ("mlflow",)
+DEFAULT_STEPS = tuple(s for s in ALL_STEPS if s not in OPTIONAL_STEPS)
 
 
 def bootstrap_host(connection: Connection, options: BootstrapOptions,
-                   steps: Sequence[str] = ALL_STEPS,
+                   steps: Sequence[str] = DEFAULT_STEPS,
                    emit: Callable[[str], None] = print,
                    emit_error: Callable[[str], None] | None = None) -> HostReport:
     """Run `steps` (wait is always first: it reads the facts) on one host."""
@@ -68,5 +85,5 @@ def bootstrap_host(connection: Connection, options: BootstrapOptions,
         remote.close()
         report.seconds = time.monotonic() - started
         report.commands_sent = remote.commands_sent
-        report.notes = ctx.notes
+        report.notes = ctx.notes + ctx.service_notes()
     return report

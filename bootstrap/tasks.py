@@ -11,6 +11,7 @@ hides the others nor lets the run pass.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -19,9 +20,10 @@ from invoke import Collection, Context
 from invoke.exceptions import Exit
 
 from bootstrap.container import DEFAULT_IMAGE, DEFAULT_NAME, DEFAULT_WORKSPACE
-from bootstrap.options import BootstrapOptions
+from bootstrap.options import JUPYTER_TOKEN_ENV, BootstrapOptions, requirement_lines
 from bootstrap.recap import HostReport, format_recap
-from bootstrap.runner import ALL_STEPS, bootstrap_host
+from bootstrap.runner import DEFAULT_STEPS, bootstrap_host
+from components.images import PRESETS
 
 RUN_LOG_KEY = "gpu_workbench_run_log"
 
@@ -59,10 +61,18 @@ def recap(c: Context) -> None:
         raise Exit(f"failed on {len(failed)} host(s): {', '.join(failed)}", code=2)
 
 
-def _run(c: Any, steps: tuple[str, ...], **flags: Any) -> None:
+def _run(c: Any, steps: tuple[str, ...], *, pip: list[str] | None = None,
+         requirements: str | None = None, jupyter_token: str | None = None,
+         **flags: Any) -> None:
     if not isinstance(c, Connection):
         raise Exit("no host given: use fab -H user@host ...", code=2)
     try:
+        if pip or requirements:
+            flags["requirements"] = requirement_lines(pip or [], requirements)
+        # The token: the flag, else the environment (which keeps it out of `ps`).
+        token = jupyter_token or os.environ.get(JUPYTER_TOKEN_ENV) or None
+        if token is not None:
+            flags["jupyter_token"] = token.strip()
         options = BootstrapOptions(**flags)
     except ValueError as exc:
         raise Exit(str(exc), code=2) from exc
@@ -83,7 +93,13 @@ HELP = {
     "check": "read facts and print what would change; change nothing",
     "wait-timeout": "seconds to wait for SSH, cloud-init and the dpkg lock (default 300)",
     "cloud": "aws, gcp or azure (default: detect; azure moves Docker to /mnt/docker)",
-    "image": f"container image (default {DEFAULT_IMAGE})",
+    "image": ("a preset (" + ", ".join(p.name for p in PRESETS) + ") or any image "
+              f"(default {DEFAULT_IMAGE})"),
+    "pip": "an extra Python package for the container, as pip takes it (repeatable)",
+    "requirements": "a local requirements file: its packages go into the container too",
+    "jupyter-token": (f"use this Jupyter token (better: set {JUPYTER_TOKEN_ENV}, which "
+                      "stays off the command line)"),
+    "mlflow": "also start the MLflow tracking server (port 5001, store in the workspace)",
     "name": f"container name (default {DEFAULT_NAME})",
     "workspace": f"host directory mounted at /workspace (default {DEFAULT_WORKSPACE})",
     "chmod-home": "also chmod -R a+rX the login user's home (except ~/.ssh and the token)",
@@ -95,17 +111,21 @@ def _help(*names: str) -> dict[str, str]:
     return {n.replace("-", "_"): HELP[n] for n in names}
 
 
-@task(post=[recap], auto_shortflags=False,
+@task(post=[recap], auto_shortflags=False, iterable=["pip"],
       help=_help("check", "wait-timeout", "cloud", "image", "name", "workspace",
-                 "chmod-home", "skip-check"))
+                 "chmod-home", "skip-check", "pip", "requirements", "jupyter-token", "mlflow"))
 def bootstrap(c: Any, cloud: str | None = None, image: str = DEFAULT_IMAGE,
               name: str = DEFAULT_NAME, workspace: str = DEFAULT_WORKSPACE,
               check: bool = False, skip_check: bool = False, chmod_home: bool = False,
-              wait_timeout: int = 300) -> None:
+              wait_timeout: int = 300, pip: list[str] | None = None,
+              requirements: str | None = None, jupyter_token: str | None = None,
+              mlflow: bool = False) -> None:
     """Make a GPU VM ready for NGC containers: every step, in order."""
-    _run(c, ALL_STEPS, cloud=cloud, image=image, container_name=name, workspace=workspace,
+    steps = (*DEFAULT_STEPS, "mlflow") if mlflow else DEFAULT_STEPS
+    _run(c, steps, cloud=cloud, image=image, container_name=name, workspace=workspace,
          check=check, skip_check=skip_check, chmod_home=chmod_home,
-         wait_timeout=float(wait_timeout))
+         wait_timeout=float(wait_timeout), pip=pip, requirements=requirements,
+         jupyter_token=jupyter_token, mlflow=mlflow)
 
 
 @task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout"))
@@ -140,14 +160,34 @@ def compose(c: Any, check: bool = False, wait_timeout: int = 300) -> None:
     _run(c, ("compose",), check=check, wait_timeout=float(wait_timeout))
 
 
-@task(post=[recap], auto_shortflags=False,
-      help=_help("check", "wait-timeout", "image", "name", "workspace"))
+@task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout", "image"))
+def compat(c: Any, image: str = DEFAULT_IMAGE, check: bool = False,
+           wait_timeout: int = 300) -> None:
+    """Can the image run on this host's driver and GPU? (read-only; before any pull)"""
+    _run(c, ("compat",), image=image, check=check, wait_timeout=float(wait_timeout))
+
+
+@task(post=[recap], auto_shortflags=False, iterable=["pip"],
+      help=_help("check", "wait-timeout", "image", "name", "workspace", "pip",
+                 "requirements", "jupyter-token"))
 def container(c: Any, image: str = DEFAULT_IMAGE, name: str = DEFAULT_NAME,
               workspace: str = DEFAULT_WORKSPACE, check: bool = False,
-              wait_timeout: int = 300) -> None:
-    """Start the workbench container (JupyterLab on 8890, AIAA on 5000)."""
-    _run(c, ("container",), image=image, container_name=name, workspace=workspace,
-         check=check, wait_timeout=float(wait_timeout))
+              wait_timeout: int = 300, pip: list[str] | None = None,
+              requirements: str | None = None, jupyter_token: str | None = None) -> None:
+    """Start the workbench container (a preset's ports, else JupyterLab 8890 and AIAA 5000),
+    after the compatibility check; then the extra packages, if any."""
+    _run(c, ("compat", "container", "packages"), image=image, container_name=name,
+         workspace=workspace, check=check, wait_timeout=float(wait_timeout), pip=pip,
+         requirements=requirements, jupyter_token=jupyter_token)
+
+
+@task(name="mlflow", post=[recap], auto_shortflags=False,
+      help=_help("check", "wait-timeout", "workspace"))
+def mlflow_server(c: Any, workspace: str = DEFAULT_WORKSPACE, check: bool = False,
+                  wait_timeout: int = 300) -> None:
+    """Start the MLflow tracking server (localhost:5001 through the tunnel)."""
+    _run(c, ("mlflow",), workspace=workspace, check=check, mlflow=True,
+         wait_timeout=float(wait_timeout))
 
 
 @task(name="check", post=[recap], auto_shortflags=False, help=_help("wait-timeout", "image"))
@@ -156,5 +196,5 @@ def gpu_check(c: Any, image: str = DEFAULT_IMAGE, wait_timeout: int = 300) -> No
     _run(c, ("check",), image=image, wait_timeout=float(wait_timeout))
 
 
-collection = Collection(bootstrap, wait, umask, nvidia_runtime, data_root, compose,
-                        container, gpu_check)
+collection = Collection(bootstrap, wait, umask, nvidia_runtime, data_root, compose, compat,
+                        container, mlflow_server, gpu_check)

@@ -1,0 +1,148 @@
+"""Step: an MLflow tracking server, as its own container beside the workbench.
+
+`fab -H ... mlflow` (or `bootstrap --mlflow`) runs MLflow's official image
+with its backend store (SQLite) and its artifacts in <workspace>/mlflow on the
+host, so runs survive a new container and sit on the data volume with the
+rest of the work. It listens on 5001 (5000 is AIAA's), published on the
+host's loopback only: MLflow has no login, so it is reached through the SSH
+tunnel (`-L 5001:localhost:5001`), never the open network. Restart policy
+unless-stopped, as the workbench. Like the container step: left alone when it
+runs as wanted, started when stopped, replaced when image or settings differ
+(pulled first), and it counts as started once it answers /health.
+"""
+
+# ruff: noqa: E501  (embedded shell scripts stay on one line each, as a shell reader expects)
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bootstrap.container import LABEL_CONFIG, inspect_port_bindings
+from bootstrap.facts import MLFLOW_CONTAINER
+from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, changed, ok
+from bootstrap.steps.container import workspace_path
+
+q = shlex.quote
+MLFLOW_VERSION = "3.17.2"
+MLFLOW_IMAGE = f"ghcr.io/mlflow/mlflow:v{MLFLOW_VERSION}"
+MLFLOW_PORT = 5001  # never 5000: AIAA's
+HEALTH_TIMEOUT_S = 180  # a first start creates the SQLite schema (about 15 s on 2 cores)
+
+
+@dataclass(frozen=True)
+class MlflowSpec:
+    store: str  # host directory: mlflow.db and artifacts/
+    image: str = MLFLOW_IMAGE
+    name: str = MLFLOW_CONTAINER
+    port: int = MLFLOW_PORT
+    bind: str = "127.0.0.1"  # loopback: reached through the SSH tunnel only
+    restart: str = "unless-stopped"
+    workers: int = 1  # one user; each worker is a Python process of its own
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        return ("mlflow", "server", "--host", "0.0.0.0", "--port", str(self.port),
+                "--workers", str(self.workers),
+                "--backend-store-uri", "sqlite:////mlflow/mlflow.db",
+                "--artifacts-destination", "/mlflow/artifacts")
+
+    @property
+    def port_bindings(self) -> set[tuple[str, str, str]]:
+        return {(f"{self.port}/tcp", self.bind, str(self.port))}
+
+    def config_hash(self) -> str:
+        data = {**asdict(self), "command": self.command}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def run_command(self) -> str:
+        return " ".join([
+            "docker run -d", f"--name {q(self.name)}", f"--restart {q(self.restart)}",
+            f"-p {self.bind}:{self.port}:{self.port}", f"-v {q(self.store)}:/mlflow",
+            f"--label {LABEL_CONFIG}={self.config_hash()}",
+            q(self.image), " ".join(q(c) for c in self.command),
+        ])
+
+
+def differences(spec: MlflowSpec, inspect: dict[str, Any] | None) -> list[str]:
+    if inspect is None:
+        return ["absent"]
+    config = inspect.get("Config") or {}
+    reasons = []
+    if config.get("Image") != spec.image:
+        reasons.append(f"image {config.get('Image')} -> {spec.image}")
+    bindings = (inspect.get("HostConfig") or {}).get("PortBindings") or {}
+    have = {(p, b.get("HostIp", ""), str(b.get("HostPort", "")))
+            for p, lst in bindings.items() for b in (lst or [])}
+    if have != spec.port_bindings:
+        reasons.append(f"ports {sorted(inspect_port_bindings(inspect))} -> {spec.port}")
+    if not reasons and (config.get("Labels") or {}).get(LABEL_CONFIG) != spec.config_hash():
+        reasons.append("settings changed (config hash differs)")
+    if not (inspect.get("State") or {}).get("Running"):
+        reasons.append("not running")
+    return reasons
+
+
+def run(ctx: HostContext) -> StepOutcome:
+    f = ctx.facts
+    spec = MlflowSpec(store=f"{workspace_path(ctx.options.workspace, f.home)}/mlflow")
+    url = f"http://localhost:{spec.port}/"
+    reasons = differences(spec, f.mlflow)
+    if not reasons:
+        ctx.add_service("MLflow", url, spec.port)
+        return ok(f"{spec.name} running {spec.image}, store {spec.store}")
+    replace = any(r != "not running" for r in reasons)
+    verb = ("replace" if f.mlflow else "create") if replace else "start"
+    why = f"from {spec.image}" if verb == "create" else f"({', '.join(reasons)})"
+    if ctx.options.check:
+        return ctx.would(f"{verb} {spec.name} {why}")
+    owner = f"{q(f.user)}:{q(f.group)}"
+    script = [f"""
+set -u
+store={q(spec.store)}
+if [ ! -d "$store/artifacts" ]; then
+  mkdir -p "$store/artifacts" && chown {owner} "$store" "$store/artifacts" || {{ echo "ERROR: cannot create $store"; exit 1; }}
+fi
+"""]
+    if replace:
+        script.append(
+            f"if ! docker image inspect {q(spec.image)} >/dev/null 2>&1; then "
+            f"if ! out=$(docker pull -q {q(spec.image)} 2>&1); then "
+            f'echo "ERROR: cannot pull {spec.image}: $(echo "$out" | tail -n 1)"; exit 1; fi; fi')
+        script.append(f"docker rm -f {q(spec.name)} >/dev/null 2>&1 || true")
+        script.append("if ! out=$(" + spec.run_command() + ' 2>&1); then '
+                      'echo "ERROR: docker run failed: $(echo "$out" | tail -n 1)"; exit 1; fi')
+    else:
+        script.append(f'if ! out=$(docker start {q(spec.name)} 2>&1); then '
+                      'echo "ERROR: docker start failed: $(echo "$out" | tail -n 1)"; exit 1; fi')
+    health = f"http://127.0.0.1:{spec.port}/health"
+    script.append(f"""
+wb_get() {{
+  if command -v curl >/dev/null 2>&1; then curl -fsS -m 2 {health}
+  elif command -v wget >/dev/null 2>&1; then wget -q -T 2 -O - {health}
+  else python3 -c 'import sys,urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode())' {health}; fi
+}}
+n=0
+restarts() {{ docker inspect -f '{{{{.RestartCount}}}}' {q(spec.name)} 2>/dev/null; }}
+before=$(restarts)
+until [ "$(wb_get 2>/dev/null)" = OK ]; do
+  # The restart policy brings a crashing server back: a new restart means it died.
+  if [ "$(restarts)" != "$before" ] || {{ [ "$(docker inspect -f '{{{{.State.Running}}}}' {q(spec.name)} 2>/dev/null)" != true ] && [ $n -gt 10 ]; }}; then
+    echo "ERROR: {spec.name} exited: $(docker logs --tail 3 {q(spec.name)} 2>&1 | tr '\\n' ' ')"; exit 1
+  fi
+  n=$((n + 1))
+  if [ $n -ge {HEALTH_TIMEOUT_S * 2} ]; then
+    echo "ERROR: {spec.name} did not answer {health} within {HEALTH_TIMEOUT_S}s: $(docker logs --tail 2 {q(spec.name)} 2>&1 | tr '\\n' ' ')"; exit 1
+  fi
+  sleep 0.5
+done
+""")
+    result = ctx.remote.run("\n".join(script), timeout=3600)
+    if not result.ok:
+        raise StepFailed(result.error_line())
+    ctx.add_service("MLflow", url, spec.port)
+    done = {"create": "created", "replace": "replaced", "start": "started"}[verb]
+    return changed(f"{done} {spec.name} {why}; store {spec.store}")

@@ -1,0 +1,75 @@
+"""Step: extra Python packages (--pip SPEC..., --requirements FILE) in the running container.
+
+They go into a user site on the workspace volume (`pip install --user` with
+PYTHONUSERBASE=/workspace/.gpu-workbench/python, which the container step sets
+in the container's environment), so they survive `docker restart` and a new
+container, and pip still counts what the image ships (torch, numpy) as
+installed instead of fetching a second copy. The sha256 of the requirements
+is written beside them once pip succeeded; the facts read it, so a second run
+with the same requirements sends nothing. Packages dropped from the list stay
+installed (delete the directory to start over).
+"""
+
+# ruff: noqa: E501  (embedded shell scripts stay on one line each, as a shell reader expects)
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shlex
+
+from bootstrap.container import PACKAGES_DIR, PYTHONUSERBASE
+from bootstrap.facts import PACKAGES_HASH_FILE
+from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, changed, ok, skipped
+from bootstrap.steps.container import workspace_path
+
+q = shlex.quote
+
+
+def requirements_text(lines: tuple[str, ...]) -> bytes:
+    return ("\n".join(lines) + "\n").encode()
+
+
+def requirements_sha(lines: tuple[str, ...]) -> str:
+    return hashlib.sha256(requirements_text(lines)).hexdigest()
+
+
+def run(ctx: HostContext) -> StepOutcome:
+    o = ctx.options
+    f = ctx.facts
+    if not o.requirements:
+        return skipped("no extra packages asked for (--pip, --requirements)")
+    want = requirements_sha(o.requirements)
+    listed = ", ".join(o.requirements)
+    if len(listed) > 120:
+        listed = listed[:117] + "..."
+    if f.packages_sha == want:
+        return ok(f"installed: {listed}")
+    if o.check:
+        return ctx.would(f"pip install --user {listed} in {o.container_name}")
+    host_dir = f"{workspace_path(o.workspace, f.home)}/{PACKAGES_DIR}"
+    owner = f"{q(f.user)}:{q(f.group)}"
+    payload = base64.b64encode(requirements_text(o.requirements)).decode()
+    name = q(o.container_name)
+    script = f"""
+set -u
+d={q(host_dir)}
+mkdir -p "$d" || {{ echo "ERROR: cannot create $d"; exit 1; }}
+printf '%s' {q(payload)} | base64 -d > "$d/requirements.txt"
+rm -f "$d/{PACKAGES_HASH_FILE}"
+# pip inside the container, as its user, into the user site on the workspace.
+# PIP_BREAK_SYSTEM_PACKAGES: images whose Python is marked externally managed
+# (PEP 668) refuse --user installs otherwise; the user site is ours, not the OS's.
+if ! out=$(docker exec -e PYTHONUSERBASE={q(PYTHONUSERBASE)} -e PIP_BREAK_SYSTEM_PACKAGES=1 \\
+    -e PIP_DISABLE_PIP_VERSION_CHECK=1 -e PIP_ROOT_USER_ACTION=ignore {name} \\
+    python3 -m pip install --user -q -r {q(PYTHONUSERBASE + '/requirements.txt')} 2>&1); then
+  echo "ERROR: pip install in {o.container_name} failed: $(echo "$out" | grep -v '^ *$' | tail -n 2 | tr '\\n' ' ')"
+  exit 1
+fi
+printf '%s\\n' {q(want)} > "$d/{PACKAGES_HASH_FILE}"
+chown -R {owner} "$d"
+"""
+    result = ctx.remote.run(script, timeout=3600)
+    if not result.ok:
+        raise StepFailed(result.error_line())
+    return changed(f"pip installed {listed} into {o.workspace}/{PACKAGES_DIR}")
