@@ -3,10 +3,13 @@
     scripts/bootstrap aws                     # pulumi stack output --json -s aws
     scripts/bootstrap outputs.json -i ~/.ssh/id_ed25519 --skip-check
 
-The argument is a file holding `pulumi stack output --json`, or a stack name
-(then the Pulumi CLI is asked). The host, login user, cloud and image come
-from the outputs; -i and --prompt-for-sudo-password go to fab itself; every
-other argument goes to the bootstrap task.
+The argument is a file holding `pulumi stack output --json --show-secrets`,
+or a stack name (then the Pulumi CLI is asked, with --show-secrets). The host,
+login user, cloud, image and MLflow (mlflow_url) come from the outputs; -i and
+--prompt-for-sudo-password go to fab itself; every other argument goes to the
+bootstrap task. The stack's jupyter_token secret reaches fab through the
+environment (WORKBENCH_JUPYTER_TOKEN), never its command line, and is not
+printed here: the bootstrap prints it once, in the JupyterLab URL.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bootstrap.options import CLOUDS
+from bootstrap.options import CLOUDS, JUPYTER_TOKEN_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 FAB_CORE_FLAGS_WITH_VALUE = ("-i", "--identity")
@@ -44,8 +47,10 @@ def load_outputs(arg: str) -> dict[str, Any]:
                 "is not installed (https://www.pulumi.com/docs/install/). Or save the outputs "
                 "where it is: pulumi stack output --json -s STACK > outputs.json, and pass "
                 "that file.")
-        proc = subprocess.run([pulumi, "stack", "output", "--json", "-s", arg], cwd=REPO,
-                              capture_output=True, text=True)
+        # --show-secrets: the Jupyter token is a secret output; it is read here
+        # and handed on in the environment, never shown.
+        proc = subprocess.run([pulumi, "stack", "output", "--json", "--show-secrets", "-s", arg],
+                              cwd=REPO, capture_output=True, text=True)
         if proc.returncode != 0:
             raise HandoffError(f"pulumi stack output -s {arg} failed: "
                                f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
@@ -108,7 +113,21 @@ def fab_argv(outputs: dict[str, Any], args: list[str], fab: str) -> list[str]:
         from_outputs += ["--cloud", outputs["cloud"]]
     if outputs.get("container_image") and "--image" not in task:
         from_outputs += ["--image", outputs["container_image"]]
+    if outputs.get("mlflow_url") and "--mlflow" not in task:
+        from_outputs.append("--mlflow")
     return [fab, "-H", target, *core, "bootstrap", *from_outputs, *task]
+
+
+def token_env(outputs: dict[str, Any]) -> dict[str, str]:
+    """The stack's Jupyter token for fab's environment; {} when the outputs hold none.
+
+    Saved without --show-secrets, the JSON says "[secret]": then the host's own
+    token is used, and the user is told why.
+    """
+    token = outputs.get("jupyter_token")
+    if isinstance(token, str) and token and token != "[secret]":
+        return {JUPYTER_TOKEN_ENV: token}
+    return {}
 
 
 def main(argv: list[str]) -> int:
@@ -123,10 +142,19 @@ def main(argv: list[str]) -> int:
         print(f"scripts/bootstrap: {exc}", file=sys.stderr)
         return 2
     shown = " ".join(shlex.quote(w) for w in ["fab", *command[1:]])
+    env = dict(os.environ)
+    secret = token_env(outputs)
+    if secret:
+        env.update(secret)
+        shown += f"  (Jupyter token from the stack, in {JUPYTER_TOKEN_ENV})"
+    elif outputs.get("jupyter_token") == "[secret]":
+        print("scripts/bootstrap: the outputs hide jupyter_token ([secret]); the host's own "
+              "token is used (save them with --show-secrets to use the stack's)",
+              file=sys.stderr, flush=True)
     print(f"scripts/bootstrap: {shown}", flush=True)
     # fab finds fabfile.py from the repo root.
     os.chdir(REPO)
-    os.execv(fab, command)
+    os.execve(fab, command, env)
     return 0  # not reached
 
 

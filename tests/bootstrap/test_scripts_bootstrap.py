@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap.stack_handoff import HandoffError, fab_argv, identity_from_ssh_command
+from bootstrap.stack_handoff import HandoffError, fab_argv, identity_from_ssh_command, token_env
 from tests.support.bootstrap_run import REPO, STANDIN_IMAGE, recap_counts
 from tests.support.testhosts import TestHost
 
@@ -54,6 +54,15 @@ def test_explicit_task_flags_win_and_key_comes_from_ssh_command() -> None:
         fab_argv(OUTPUTS, ["-i"], "fab")
 
 
+def test_mlflow_and_token_from_outputs() -> None:
+    outputs = {**OUTPUTS, "mlflow_url": "http://localhost:5001", "jupyter_token": "T" * 48}
+    argv = fab_argv(outputs, [], "fab")
+    assert argv[-1] == "--mlflow" and "T" * 48 not in " ".join(argv)
+    assert token_env(outputs) == {"WORKBENCH_JUPYTER_TOKEN": "T" * 48}
+    assert token_env({**OUTPUTS, "jupyter_token": "[secret]"}) == {}
+    assert "--mlflow" not in fab_argv({**OUTPUTS, "mlflow_url": ""}, [], "fab")
+
+
 def test_bad_inputs_say_what_is_wrong(tmp_path: Path) -> None:
     missing = tmp_path / "outputs.json"
     missing.write_text(json.dumps({"public_ip": "203.0.113.7"}))
@@ -78,22 +87,27 @@ def test_stack_name_asks_the_pulumi_cli(tmp_path: Path) -> None:
         f"#!/bin/sh\necho \"$PWD $*\" > {log}\necho '{json.dumps({'public_ip': ''})}'\n")
     (bin_dir / "pulumi").chmod(0o755)
     proc = script("aws", env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
-    assert log.read_text().strip() == f"{REPO} stack output --json -s aws"
+    assert log.read_text().strip() == f"{REPO} stack output --json --show-secrets -s aws"
     assert proc.returncode == 2 and "stack aws: no public_ip in the outputs" in proc.stderr
 
 
 @pytest.mark.slow
 def test_saved_outputs_bootstrap_a_test_host(host: TestHost, tmp_path: Path) -> None:
+    token = "Kq7" * 16  # as the stack's RandomPassword makes it: 48 letters and digits
     outputs = {**OUTPUTS, "public_ip": host.ip, "ssh_user": host.user,
                "container_image": STANDIN_IMAGE,
-               "ssh_command": f"ssh {host.user}@{host.ip}"}
+               "ssh_command": f"ssh {host.user}@{host.ip}", "jupyter_token": token}
     saved = tmp_path / "outputs.json"
     saved.write_text(json.dumps(outputs, indent=2))
     proc = script(str(saved), "-i", str(host.key_path), "--skip-check", home=tmp_path)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert out.startswith(f"scripts/bootstrap: fab -H {host.ssh_target} -i {host.key_path} "
-                          f"bootstrap --cloud azure --image {STANDIN_IMAGE} --skip-check\n")
+                          f"bootstrap --cloud azure --image {STANDIN_IMAGE} --skip-check  "
+                          "(Jupyter token from the stack, in WORKBENCH_JUPYTER_TOKEN)\n")
+    # The stack's token is the container's, and is printed once: in the URL.
+    assert out.count(token) == 1 and f"/lab?token={token}" in out
+    assert host.out("cat /home/wb/.config/gpu-workbench/jupyter_token").strip() == token
     assert recap_counts(out)[host.ssh_target]["failed"] == 0
     assert host.docker_info()["DockerRootDir"] == "/mnt/docker"
     assert host.out("docker inspect -f '{{.Config.Image}}' workbench").strip() == STANDIN_IMAGE
