@@ -16,7 +16,7 @@ from fabric import Config, Connection
 
 from bootstrap.options import BootstrapOptions
 from bootstrap.recap import HostReport
-from bootstrap.runner import ALL_STEPS, bootstrap_host
+from bootstrap.runner import DEFAULT_STEPS, bootstrap_host
 from tests.support.testhosts import STANDIN_IMAGE, TestHost
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +56,7 @@ class Run:
         return result.message
 
 
-def run_steps(host: TestHost, steps: tuple[str, ...] = ALL_STEPS, *,
+def run_steps(host: TestHost, steps: tuple[str, ...] = DEFAULT_STEPS, *,
               connection: Connection | None = None, **options: object) -> Run:
     """Run steps through the Python API (what the fab tasks call)."""
     options.setdefault("image", STANDIN_IMAGE)
