@@ -1,0 +1,1 @@
+"""Bootstrap benchmark: Fabric (parallel) against Ansible on real test hosts."""
