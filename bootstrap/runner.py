@@ -31,11 +31,12 @@ from bootstrap.steps.base import HostContext, StepFailed, StepOutcome
 
 STEPS: dict[str, Callable[[HostContext], StepOutcome]] = {
     "wait": wait.run,
+    # Before anything changes: an image that cannot run here stops the host at once.
+    "compat": compat.run,
     "umask": umask.run,
     "nvidia-runtime": nvidia_runtime.run,
     "data-root": data_root.run,
     "compose": compose.run,
-    "compat": compat.run,
     "container": container.run,
     "packages": packages.run,
     "mlflow": mlflow.run,

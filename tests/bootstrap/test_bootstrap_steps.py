@@ -64,8 +64,8 @@ def test_gpu_check_without_a_gpu_fails_with_a_diagnosis(host: TestHost, tmp_path
 def test_full_bootstrap_runs_check_last_and_fails_on_a_gpu_less_host(host: TestHost) -> None:
     run = run_steps(host, skip_check=False)
     statuses = {s.step: s.status.value for s in run.report.steps}
-    assert list(statuses) == ["wait", "umask", "nvidia-runtime", "data-root", "compose",
-                              "compat", "container", "packages", "check"]
+    assert list(statuses) == ["wait", "compat", "umask", "nvidia-runtime", "data-root",
+                              "compose", "container", "packages", "check"]
     assert statuses["check"] == "failed" and run.report.failed
     assert all(v != "failed" for k, v in statuses.items() if k != "check"), run.lines
 

@@ -70,3 +70,26 @@ def test_run_command_publishes_ports_runtime_and_keeps_token_off_the_command_lin
     assert "--env-file /home/u/.config/gpu-workbench/container.env" in joined
     assert "JUPYTER_TOKEN" not in joined
     assert argv[argv.index("-d") + 1:].count(SPEC.image) == 1
+
+
+def test_presets_bring_their_ports_and_jupyter_start_unknown_images_keep_the_defaults() -> None:
+    from bootstrap.container import PYTHONUSERBASE, spec_for_image
+    from components.images import find_preset
+
+    monai = find_preset("monai-label")
+    spec = spec_for_image("workbench", "projectmonai/monailabel:0.8.5", monai, "/w")
+    assert spec.port_bindings == {("8888/tcp", "8890"), ("8000/tcp", "8000")}
+    argv = shlex.split(spec.run_command("/e", "abc"))
+    assert "-p 8890:8888" in " ".join(argv) and "-p 8000:8000" in " ".join(argv)
+    assert "5000" not in " ".join(argv)
+    assert argv[-1].endswith("exec jupyter lab --ip=0.0.0.0 --port=8888 --no-browser "
+                             "--allow-root --ServerApp.root_dir=/workspace")
+    unknown = spec_for_image("workbench", "ghcr.io/lab/seg:2.1", None, "/w")
+    assert unknown.port_bindings == {("8888/tcp", "8890"), ("5000/tcp", "5000")}
+    # Hashed as before presets existed: an upgrade leaves running containers alone.
+    assert unknown.config_hash() == ContainerSpec("workbench", "ghcr.io/lab/seg:2.1",
+                                                  "/w").config_hash()
+    with_packages = spec_for_image("workbench", "ghcr.io/lab/seg:2.1", None, "/w",
+                                   packages=True)
+    assert with_packages.config_hash() != unknown.config_hash()
+    assert f"-e PYTHONUSERBASE={PYTHONUSERBASE}" in with_packages.run_command("/e", "abc")
