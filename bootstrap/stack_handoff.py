@@ -98,6 +98,11 @@ def fab_argv(outputs: dict[str, Any], args: list[str], fab: str) -> list[str]:
             has_identity = True
             i += 2
             continue
+        if arg == "--requirements" and i + 1 < len(args):
+            # fab runs from the repository root: a relative path must not change meaning.
+            task += [arg, str(Path(os.path.expanduser(args[i + 1])).resolve())]
+            i += 2
+            continue
         if arg in FAB_CORE_FLAGS:
             core.append(arg)
         else:

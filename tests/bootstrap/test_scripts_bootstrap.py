@@ -61,6 +61,9 @@ def test_mlflow_and_token_from_outputs() -> None:
     assert token_env(outputs) == {"WORKBENCH_JUPYTER_TOKEN": "T" * 48}
     assert token_env({**OUTPUTS, "jupyter_token": "[secret]"}) == {}
     assert "--mlflow" not in fab_argv({**OUTPUTS, "mlflow_url": ""}, [], "fab")
+    # fab runs from the repository root: a relative requirements file is made absolute.
+    argv = fab_argv(OUTPUTS, ["--requirements", "req.txt", "--pip", "rich"], "fab")
+    assert argv[-4:] == ["--requirements", os.path.abspath("req.txt"), "--pip", "rich"]
 
 
 def test_bad_inputs_say_what_is_wrong(tmp_path: Path) -> None:
