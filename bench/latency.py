@@ -68,8 +68,14 @@ class DelayProxies:
             except OSError:
                 writer.close()
                 return
-            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer),
-                                 return_exceptions=True)
+            try:
+                await asyncio.gather(self._pump(reader, up_writer),
+                                     self._pump(up_reader, writer), return_exceptions=True)
+            except asyncio.CancelledError:  # close() while a connection is still open
+                pass
+            finally:
+                for w in (writer, up_writer):
+                    w.close()
 
         return await asyncio.start_server(handle, "127.0.0.1", 0)
 

@@ -236,7 +236,13 @@ def machine() -> dict[str, str]:
                               capture_output=True, text=True).stdout.splitlines()[0]
     fab = subprocess.run([str(BIN / "fab"), "--version"], capture_output=True,
                          text=True).stdout.splitlines()
+    head = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h %cs %s"],
+                          capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--",
+                            "bootstrap", "fabfile.py", "components"],
+                           capture_output=True, text=True).stdout.strip()
     return {
+        "code": (head or "?") + (" (plus uncommitted changes in bootstrap/)" if dirty else ""),
         "cpu": cpu, "cores": str(os.cpu_count()), "memory": f"{mem_kib / 1024 / 1024:.1f} GiB",
         "kernel": platform.release(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -319,9 +325,21 @@ def report(info: dict[str, str], method: str,
            "Every number below is a wall time including the tool's own start "
            "(`fab` / `ansible-playbook` process), measured on real sshd + dockerd "
            "test hosts in network namespaces (tests/support/testhosts.py).", "",
+           "```",
+           "scripts/bench                  # as root: all of it, rewrites this page (~10 min)",
+           "scripts/bench --sizes 1,8 --reps 1 --no-write   # shorter, prints only",
+           "scripts/bench --help",
+           "```", "",
+           "Ansible settings (bench/ansible/ansible.cfg): ansible-core's ssh connection "
+           "with pipelining on, ControlMaster/ControlPersist (one SSH connection per host, "
+           "a fresh one per run, as fab opens its own each run), fact gathering off (the "
+           "playbook needs no facts), key auth, become via passwordless sudo, forks = "
+           "number of hosts, linear strategy; the playbook uses only ansible.builtin "
+           "modules (community.docker would need the Docker SDK on every host).", "",
            f"- machine: {info['cpu']}, {info['cores']} cores, {info['memory']}, "
            f"kernel {info['kernel']}", f"- date: {info['date']}",
-           f"- tools: {info['tools']}", f"- added latency: {method}",
+           f"- tools: {info['tools']}", f"- code measured: {info['code']}",
+           f"- added latency: {method}",
            "- steps compared: wait/facts, umask line in ~/.bashrc, nvidia runtime merged "
            "into /etc/docker/daemon.json + dockerd reload, docker compose plugin (local apt "
            "repo), the workbench container (same image, ports 8890:8888 and 5000:5000, "
