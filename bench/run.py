@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -83,6 +84,19 @@ class RunResult:
     wall_s: float
     commands: int  # per host (max over hosts)
     changed: int  # per host (max over hosts)
+    cpu_s: float = 0.0  # CPU the tool's process tree used on the controller
+
+
+def _timed(argv: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str],
+                                                          float, float]:
+    """Run a tool; its wall time and the CPU its waited-for process tree used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO)
+    wall = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return proc, wall, cpu
 
 
 def _env(home: str) -> dict[str, str]:
@@ -96,16 +110,14 @@ def run_fabric(hosts: list[testhosts.TestHost], link: Link, home: str,
                        for h in hosts)
     argv = [str(BIN / "fab"), "-H", targets, "-i", str(hosts[0].key_path), *FAB_FLAGS]
     env = _env(home) | {"FABRIC_WORKBENCH_PARALLEL": str(pool)}
-    t0 = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO)
-    wall = time.monotonic() - t0
+    proc, wall, cpu = _timed(argv, env)
     if proc.returncode != 0:
         raise RuntimeError(f"fab failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     recap = re.findall(r"changed=(\d+)\s.*?(\d+) ssh commands", proc.stdout)
     if len(recap) != len(hosts):
         raise RuntimeError(f"recap shows {len(recap)} of {len(hosts)} hosts:\n{proc.stdout}")
     return RunResult("fabric", wall, max(int(c) for _, c in recap),
-                     max(int(ch) for ch, _ in recap))
+                     max(int(ch) for ch, _ in recap), cpu)
 
 
 def write_inventory(hosts: list[testhosts.TestHost], link: Link, path: Path) -> None:
@@ -128,9 +140,7 @@ def run_ansible(hosts: list[testhosts.TestHost], link: Link, home: str) -> RunRe
                         "ANSIBLE_FORKS": str(max(len(hosts), 1)),
                         "ANSIBLE_LOCAL_TEMP": f"{home}/.ansible/tmp"}
     argv = [str(BIN / "ansible-playbook"), "-i", str(inventory), str(PLAYBOOK)]
-    t0 = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO)
-    wall = time.monotonic() - t0
+    proc, wall, cpu = _timed(argv, env)
     _close_masters(control_dir)
     if proc.returncode != 0:
         raise RuntimeError(f"ansible-playbook failed ({proc.returncode}):\n"
@@ -142,7 +152,7 @@ def run_ansible(hosts: list[testhosts.TestHost], link: Link, home: str) -> RunRe
     # shared connection (ok= counts them, changed ones included), plus one
     # per extra loop item (the 2-item directory loop).
     return RunResult("ansible", wall, max(int(ok) + 1 for ok, _ in recap),
-                     max(int(ch) for _, ch in recap))
+                     max(int(ch) for _, ch in recap), cpu)
 
 
 def _close_masters(control_dir: str) -> None:
@@ -298,17 +308,28 @@ def main(argv: list[str] | None = None) -> int:
 
     scale: dict[tuple[str, int], tuple[RunResult, RunResult]] = {}
     memory: dict[int, float] = {}
+    failed_runs: list[str] = []
     for n in sizes:
         for tool in ("fabric", "ansible") if args.ansible_scale else ("fabric",):
             mem = memory if tool == "fabric" else None
-            cold, second = cold_and_second(tool, n, args.scale_delay, use_netem, args.pool, mem)
+            try:
+                cold, second = cold_and_second(tool, n, args.scale_delay, use_netem, args.pool,
+                                               mem)
+            except RuntimeError as exc:  # keep what was measured; say what failed
+                failed_runs.append(f"{n} hosts, {tool}: {str(exc).splitlines()[0]}")
+                print(f"{n} hosts, {tool}: FAILED: {exc}", flush=True)
+                continue
             scale[(tool, n)] = (cold, second)
             print(f"{n} hosts +{args.scale_delay} ms, {tool}: cold {cold.wall_s:.2f}s, "
-                  f"second {second.wall_s:.2f}s"
+                  f"second {second.wall_s:.2f}s (controller CPU {cold.cpu_s:.1f}s / "
+                  f"{second.cpu_s:.1f}s)"
                   + (f", {memory[n]:.0f} MiB per host" if n in memory and mem else ""),
                   flush=True)
 
     text = report(machine(), method, pairs, scale, memory, args)
+    if failed_runs:
+        text += "\nRuns that failed (not in the tables):\n\n" + "".join(
+            f"- {f}\n" for f in failed_runs)
     print(text)
     if not args.no_write:
         Path(args.out).write_text(text)
@@ -366,14 +387,15 @@ def report(info: dict[str, str], method: str,
     if scale:
         out += ["", f"## Hosts in parallel (+{args.scale_delay} ms one way, fab pool "
                 f"{args.pool})", "",
-                "| hosts | tool | cold | second | cold vs 1 host | second vs 1 host |",
-                "|---|---|---|---|---|---|"]
+                "| hosts | tool | cold | second | cold vs 1 host | second vs 1 host | "
+                "controller CPU cold / second |",
+                "|---|---|---|---|---|---|---|"]
         for (tool, n), (cold, second) in scale.items():
             base = scale.get((tool, min(k for t, k in scale if t == tool)))
             rc = cold.wall_s / base[0].wall_s if base else 0
             rs = second.wall_s / base[1].wall_s if base else 0
             out.append(f"| {n} | {tool} | {cold.wall_s:.2f} s | {second.wall_s:.2f} s | "
-                       f"{rc:.2f}x | {rs:.2f}x |")
+                       f"{rc:.2f}x | {rs:.2f}x | {cold.cpu_s:.1f} s / {second.cpu_s:.1f} s |")
     if memory:
         out += ["", "Memory per bootstrapped host (PSS of sshd, dockerd, containerd, "
                 "docker-proxy and the container): " +
