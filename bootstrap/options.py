@@ -29,6 +29,10 @@ class BootstrapOptions:
     mlflow: bool = False  # also start the MLflow tracking server (the mlflow step)
     # A Jupyter token to use instead of the host's own (the stack's secret).
     jupyter_token: str | None = field(default=None, repr=False)
+    # The kept data disk: None finds it by the cloud's device names, "none" skips it.
+    data_device: str | None = None
+    data_mount: str = "/data"
+    autostop_minutes: int = 60  # stop the machine after this many idle minutes; 0: off
 
     def __post_init__(self) -> None:
         if self.cloud is not None and self.cloud not in CLOUDS:
@@ -44,6 +48,15 @@ class BootstrapOptions:
                              "letters and digits")
         if not self.image.strip():
             raise ValueError("--image must name a preset or an image")
+        if not 0 <= self.autostop_minutes <= 7 * 24 * 60:
+            raise ValueError(f"--autostop-minutes must be 0 (off) to 10080, not "
+                             f"{self.autostop_minutes}")
+        if not self.data_mount.startswith("/") or self.data_mount == "/":
+            raise ValueError(f"--data-mount must be an absolute directory, not "
+                             f"{self.data_mount!r}")
+        if self.data_device not in (None, "none") and not self.data_device.startswith("/dev/"):
+            raise ValueError(f"--data-device must be a /dev path or 'none', not "
+                             f"{self.data_device!r}")
 
     @property
     def preset(self) -> ImagePreset | None:

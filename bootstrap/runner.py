@@ -16,11 +16,13 @@ from bootstrap.options import BootstrapOptions
 from bootstrap.recap import HostReport, Status, StepResult, format_step_line
 from bootstrap.remote import HostError, Remote
 from bootstrap.steps import (
+    autostop,
     check,
     compat,
     compose,
     container,
     data_root,
+    data_volume,
     mlflow,
     nvidia_runtime,
     packages,
@@ -36,10 +38,13 @@ STEPS: dict[str, Callable[[HostContext], StepOutcome]] = {
     "umask": umask.run,
     "nvidia-runtime": nvidia_runtime.run,
     "data-root": data_root.run,
+    # Before the container: its workspace may live on the data volume.
+    "data-volume": data_volume.run,
     "compose": compose.run,
     "container": container.run,
     "packages": packages.run,
     "mlflow": mlflow.run,
+    "autostop": autostop.run,
     "check": check.run,
 }
 ALL_STEPS = tuple(STEPS)

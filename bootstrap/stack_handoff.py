@@ -120,6 +120,13 @@ def fab_argv(outputs: dict[str, Any], args: list[str], fab: str) -> list[str]:
         from_outputs += ["--image", outputs["container_image"]]
     if outputs.get("mlflow_url") and "--mlflow" not in task:
         from_outputs.append("--mlflow")
+    # The stop policy and the kept data volume, as the stack declared them.
+    if "autostop_minutes" in outputs and "--autostop-minutes" not in task:
+        from_outputs += ["--autostop-minutes", str(int(outputs["autostop_minutes"]))]
+    if outputs.get("data_mount") and "--data-mount" not in task:
+        from_outputs += ["--data-mount", outputs["data_mount"]]
+        if "--workspace" not in task:  # the workspace lives on the kept volume
+            from_outputs += ["--workspace", f"{outputs['data_mount']}/workspace"]
     return [fab, "-H", target, *core, "bootstrap", *from_outputs, *task]
 
 

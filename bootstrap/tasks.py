@@ -104,6 +104,10 @@ HELP = {
     "workspace": f"host directory mounted at /workspace (default {DEFAULT_WORKSPACE})",
     "chmod-home": "also chmod -R a+rX the login user's home (except ~/.ssh and the token)",
     "skip-check": "skip the GPU check (for hosts without a GPU)",
+    "data-device": ("the data disk (default: the cloud's data-disk name, skipped when "
+                    "absent; 'none' to skip)"),
+    "data-mount": "where the data disk is mounted (default /data)",
+    "autostop-minutes": "stop the machine after this many idle minutes (default 60; 0 off)",
 }
 
 
@@ -113,19 +117,22 @@ def _help(*names: str) -> dict[str, str]:
 
 @task(post=[recap], auto_shortflags=False, iterable=["pip"],
       help=_help("check", "wait-timeout", "cloud", "image", "name", "workspace",
-                 "chmod-home", "skip-check", "pip", "requirements", "jupyter-token", "mlflow"))
+                 "chmod-home", "skip-check", "pip", "requirements", "jupyter-token", "mlflow",
+                 "data-device", "data-mount", "autostop-minutes"))
 def bootstrap(c: Any, cloud: str | None = None, image: str = DEFAULT_IMAGE,
               name: str = DEFAULT_NAME, workspace: str = DEFAULT_WORKSPACE,
               check: bool = False, skip_check: bool = False, chmod_home: bool = False,
               wait_timeout: int = 300, pip: list[str] | None = None,
               requirements: str | None = None, jupyter_token: str | None = None,
-              mlflow: bool = False) -> None:
+              mlflow: bool = False, data_device: str | None = None,
+              data_mount: str = "/data", autostop_minutes: int = 60) -> None:
     """Make a GPU VM ready for NGC containers: every step, in order."""
     steps = (*DEFAULT_STEPS, "mlflow") if mlflow else DEFAULT_STEPS
     _run(c, steps, cloud=cloud, image=image, container_name=name, workspace=workspace,
          check=check, skip_check=skip_check, chmod_home=chmod_home,
          wait_timeout=float(wait_timeout), pip=pip, requirements=requirements,
-         jupyter_token=jupyter_token, mlflow=mlflow)
+         jupyter_token=jupyter_token, mlflow=mlflow, data_device=data_device,
+         data_mount=data_mount, autostop_minutes=int(autostop_minutes))
 
 
 @task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout"))
@@ -190,11 +197,29 @@ def mlflow_server(c: Any, workspace: str = DEFAULT_WORKSPACE, check: bool = Fals
          wait_timeout=float(wait_timeout))
 
 
+@task(name="data-volume", post=[recap], auto_shortflags=False,
+      help=_help("check", "wait-timeout", "data-device", "data-mount"))
+def data_volume(c: Any, data_device: str | None = None, data_mount: str = "/data",
+                check: bool = False, wait_timeout: int = 300) -> None:
+    """Mount the kept data disk at /data (formatted only when blank) with a workspace."""
+    _run(c, ("data-volume",), data_device=data_device, data_mount=data_mount, check=check,
+         wait_timeout=float(wait_timeout))
+
+
+@task(post=[recap], auto_shortflags=False,
+      help=_help("check", "wait-timeout", "cloud", "autostop-minutes"))
+def autostop(c: Any, autostop_minutes: int = 60, cloud: str | None = None,
+             check: bool = False, wait_timeout: int = 300) -> None:
+    """Install the idle check and its systemd timer (stop after N idle minutes; 0 off)."""
+    _run(c, ("autostop",), autostop_minutes=int(autostop_minutes), cloud=cloud, check=check,
+         wait_timeout=float(wait_timeout))
+
+
 @task(name="check", post=[recap], auto_shortflags=False, help=_help("wait-timeout", "image"))
 def gpu_check(c: Any, image: str = DEFAULT_IMAGE, wait_timeout: int = 300) -> None:
     """GPU visible on the host and in a container; a diagnosis when not."""
     _run(c, ("check",), image=image, wait_timeout=float(wait_timeout))
 
 
-collection = Collection(bootstrap, wait, umask, nvidia_runtime, data_root, compose, compat,
-                        container, mlflow_server, gpu_check)
+collection = Collection(bootstrap, wait, umask, nvidia_runtime, data_root, data_volume,
+                        compose, compat, container, mlflow_server, autostop, gpu_check)

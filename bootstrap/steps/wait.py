@@ -5,6 +5,7 @@ remote command then reads every fact the other steps need."""
 from __future__ import annotations
 
 from bootstrap.facts import facts_script, parse_facts
+from bootstrap.steps import autostop, data_volume
 from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, ok
 
 
@@ -17,7 +18,11 @@ def run(ctx: HostContext) -> StepOutcome:
     )
     result = ctx.remote.run(
         facts_script(wait_timeout=o.wait_timeout, container_name=o.container_name,
-                     chmod_home=o.chmod_home, workspace=o.workspace),
+                     chmod_home=o.chmod_home, workspace=o.workspace)
+        # The lifecycle steps' facts ride along: still one round trip for all.
+        + data_volume.facts_snippet(o.data_device if o.data_device != "none" else None,
+                                    o.data_mount, int(o.wait_timeout))
+        + autostop.facts_snippet(),
         timeout=2 * o.wait_timeout + 120,
     )
     if not result.ok:

@@ -38,9 +38,11 @@ def test_check_mode_reports_what_would_change_and_changes_nothing(host: TestHost
     assert "would copy /var/lib/docker to /mnt/docker; set data-root" in out
     assert "would install the docker compose plugin" in out
     assert f"would create workbench from {STANDIN_IMAGE}" in out
+    assert "would write /usr/local/lib/gpu-workbench/workbench_idle_check.py" in out
     assert "PLAY RECAP (check mode: nothing was changed)" in out
     counts = recap_counts(out)[host.ssh_target]
-    assert counts["changed"] == 4 + 1 and counts["commands"] == 2, out  # facts + GPU probe
+    # umask, nvidia-runtime, data-root, compose, container, autostop; facts + GPU probe
+    assert counts["changed"] == 6 and counts["commands"] == 2, out
     assert state(host) == before
 
 
@@ -65,7 +67,8 @@ def test_full_bootstrap_runs_check_last_and_fails_on_a_gpu_less_host(host: TestH
     run = run_steps(host, skip_check=False)
     statuses = {s.step: s.status.value for s in run.report.steps}
     assert list(statuses) == ["wait", "compat", "umask", "nvidia-runtime", "data-root",
-                              "compose", "container", "packages", "check"]
+                              "data-volume", "compose", "container", "packages", "autostop",
+                              "check"]
     assert statuses["check"] == "failed" and run.report.failed
     assert all(v != "failed" for k, v in statuses.items() if k != "check"), run.lines
 

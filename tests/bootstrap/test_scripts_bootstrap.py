@@ -114,3 +114,16 @@ def test_saved_outputs_bootstrap_a_test_host(host: TestHost, tmp_path: Path) -> 
     assert recap_counts(out)[host.ssh_target]["failed"] == 0
     assert host.docker_info()["DockerRootDir"] == "/mnt/docker"
     assert host.out("docker inspect -f '{{.Config.Image}}' workbench").strip() == STANDIN_IMAGE
+
+
+def test_stop_policy_and_data_volume_from_outputs() -> None:
+    outputs = {**OUTPUTS, "autostop_minutes": 45, "data_mount": "/data",
+               "data_volume_id": "vol-0abc1234def567890"}
+    argv = fab_argv(outputs, [], "fab")
+    task = argv[argv.index("bootstrap"):]
+    assert task[task.index("--autostop-minutes") + 1] == "45"
+    assert task[task.index("--data-mount") + 1] == "/data"
+    assert task[task.index("--workspace") + 1] == "/data/workspace"
+    mine = fab_argv(outputs, ["--workspace", "~/ws", "--autostop-minutes", "0"], "fab")
+    assert mine.count("--workspace") == 1 and mine.count("--autostop-minutes") == 1
+    assert "--data-mount" not in fab_argv({**OUTPUTS, "data_mount": ""}, [], "fab")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,20 +23,13 @@ ONHOST = Path(autostop.__file__).resolve().parent.parent / "onhost"
 MOUNT = "/mnt/data"  # /mnt is each test host's own; /data would be this machine's
 
 
-@dataclass(frozen=True)
-class Options(BootstrapOptions):
-    """The bootstrap options with the lifecycle flags (until they are in BootstrapOptions)."""
-
-    data_device: str | None = None
-    data_mount: str = MOUNT
-    autostop_minutes: int = 60
-
-
 def run_step(host: TestHost, step: object, **options: object) -> StepOutcome:
     """wait (reads the facts) then the step, over one SSH connection, as the runner does."""
     options.setdefault("wait_timeout", 20.0)
+    options.setdefault("data_mount", MOUNT)
     remote = Remote(connect(host))
-    ctx = HostContext(remote=remote, options=Options(**options), emit=lambda _: None)  # type: ignore[arg-type]
+    ctx = HostContext(remote=remote, options=BootstrapOptions(**options),  # type: ignore[arg-type]
+                      emit=lambda _: None)
     try:
         wait.run(ctx)
         return step.run(ctx)  # type: ignore[attr-defined]
