@@ -84,9 +84,12 @@ MIN_COMPUTE_CAPABILITY: dict[int, tuple[int, int]] = {11: (3, 5), 12: (5, 0), 13
 # The newest GPU a CUDA version knows natively; newer ones need PTX JIT.
 NATIVE_UP_TO: dict[tuple[int, int], tuple[int, int]] = {(11, 4): (8, 6), (11, 8): (9, 0)}
 # The oldest Linux driver each CUDA major needs (release notes, table 3).
-MIN_DRIVER: dict[int, tuple[int, ...]] = {
-    11: (450, 80, 2), 12: (525, 60, 13), 13: (580, 65, 6),
-}
+# Kept as the release notes write them: "580.65.06", not "580.65.6".
+MIN_DRIVER: dict[int, str] = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.strip().split(".") if part.isdigit())
 
 
 def find_preset(name_or_image: str) -> ImagePreset | None:
@@ -127,12 +130,11 @@ def check_gpu(preset: ImagePreset, gpu: Gpu, *, gpu_label: str) -> list[str]:
 
 def check_driver(preset: ImagePreset, driver_version: str) -> None:
     """Raise Incompatible when the host's NVIDIA driver is too old for the image."""
-    have = tuple(int(part) for part in driver_version.strip().split(".") if part.isdigit())
     need = MIN_DRIVER.get(preset.cuda[0])
-    if need is not None and have < need:
+    if need is not None and _version(driver_version) < _version(need):
         raise Incompatible(
             f"{preset.image} needs CUDA {preset.cuda_text}, i.e. NVIDIA driver "
-            f"{'.'.join(map(str, need))} or newer; this host has {driver_version.strip()}: "
+            f"{need} or newer; this host has {driver_version.strip()}: "
             "update the driver or pick an image on an older CUDA"
         )
 

@@ -97,3 +97,11 @@ def test_plan_passes_a_compatible_image(tmp_path: Path) -> None:
     custom = plan_with(tmp_path, "gcp", "ghcr.io/lab/seg:2.1")
     assert custom.returncode == 0, custom.stderr
     assert "not in the image catalog" in custom.stdout
+
+
+def test_driver_message_writes_versions_as_nvidia_does() -> None:
+    pytorch = images.find_preset("pytorch")
+    assert pytorch is not None
+    with pytest.raises(images.Incompatible, match=r"driver 580\.65\.06 or newer; this host "
+                                                  r"has 570\.86\.15"):
+        images.check_driver(pytorch, "570.86.15")
