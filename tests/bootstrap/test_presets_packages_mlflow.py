@@ -52,7 +52,7 @@ def test_old_driver_or_v100_refused_before_pulling_good_one_passes(python_host: 
     assert old.status("compat") == "failed" and old.status("container") == "skipped"
     assert old.message("compat") == (
         "not pulling nvcr.io/nvidia/pytorch:25.10-py3: nvcr.io/nvidia/pytorch:25.10-py3 needs "
-        "CUDA 13.0, i.e. NVIDIA driver 580.65.6 or newer; this host has 570.172.08: update "
+        "CUDA 13.0, i.e. NVIDIA driver 580.65.06 or newer; this host has 570.172.08: update "
         "the driver or pick an image on an older CUDA")
     assert host.out("docker ps -aq") == ""  # nothing pulled, nothing started
 
