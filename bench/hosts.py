@@ -35,20 +35,22 @@ def _shared_lock() -> Iterator[None]:
 def use_bench_dir() -> None:
     """Point testhosts at our directory (hosts, keys, stand-in images)."""
     testhosts.BASE_DIR = BENCH_DIR
-    original = testhosts._free_index
-    if getattr(original, "_bench_wrapped", False):
+    if getattr(testhosts._free_index, "_bench_wrapped", False):
         return
 
     def free_index() -> int:
-        taken = {int(d.name[len(testhosts.NETNS_PREFIX):])
-                 for d in SHARED_DIR.glob(f"{testhosts.NETNS_PREFIX}*")
-                 if d.name[len(testhosts.NETNS_PREFIX):].isdigit()}
-        index = original()
-        while index in taken:  # original() looks at our dir; theirs counts too
-            index += 1
-            if index >= 250:
-                raise RuntimeError("no free test host index")
-        return index
+        # testhosts' own rule (every wbh* netns, our directory's hosts), plus the
+        # hosts of the shared directory, whose netns may not exist yet.
+        prefix = testhosts.NETNS_PREFIX
+        names = set(testhosts._netns_names())
+        for d in (BENCH_DIR, SHARED_DIR):
+            names.update(p.name for p in d.glob(f"{prefix}*"))
+        used = {int(n[len(prefix):]) for n in names
+                if n.startswith(prefix) and n[len(prefix):].isdigit()}
+        for i in range(1, 250):
+            if i not in used:
+                return i
+        raise RuntimeError("no free test host index (250 hosts in use?)")
 
     free_index._bench_wrapped = True  # type: ignore[attr-defined]
     testhosts._free_index = free_index
