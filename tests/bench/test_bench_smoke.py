@@ -7,7 +7,6 @@ here (a slow CI box must not fail a test).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 from bench import hosts as bench_hosts
 from bench import run as bench
 from tests.support import testhosts
+from tests.support.real_parts import skip_or_fail
 
 pytestmark = pytest.mark.slow
 
@@ -26,9 +26,7 @@ pytestmark = pytest.mark.slow
 def bench_host() -> Iterator[testhosts.TestHost]:
     why = testhosts.missing_real_parts()
     if why:
-        if os.environ.get("WORKBENCH_REQUIRE_REAL_PARTS") == "1":
-            pytest.fail(f"WORKBENCH_REQUIRE_REAL_PARTS=1 but {why}")
-        pytest.skip(why)
+        skip_or_fail(why)
     bench_hosts.cleanup_stale()
     host = bench_hosts.start_host()
     try:

@@ -5,7 +5,6 @@ Helpers to run and read a bootstrap are in tests/support/bootstrap_run.py.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,17 +16,13 @@ if str(REPO) not in sys.path:  # `bootstrap` and `tests.support` import from the
     sys.path.insert(0, str(REPO))
 
 from tests.support import testhosts  # noqa: E402
+from tests.support.real_parts import require_test_hosts  # noqa: E402
 from tests.support.testhosts import TestHost  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def real_parts() -> None:
-    why = testhosts.missing_real_parts()
-    if why:
-        if os.environ.get("WORKBENCH_REQUIRE_REAL_PARTS") == "1":
-            pytest.fail(f"WORKBENCH_REQUIRE_REAL_PARTS=1 but {why}")
-        pytest.skip(why)
-    testhosts.cleanup_stale()
+    require_test_hosts()
 
 
 @pytest.fixture

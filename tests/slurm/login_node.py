@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from fabric import Connection
 
 from tests.support.loopback_sshd import LoopbackSshd
+from tests.support.real_parts import skip_or_fail
 from tests.support.slurm_cluster import SlurmCluster, missing_real_parts
 
 
@@ -21,10 +20,7 @@ def require_real_parts() -> None:
     missing = missing_real_parts()
     if not missing:
         return
-    reason = "real Slurm test cluster needs: " + ", ".join(missing)
-    if os.environ.get("WORKBENCH_REQUIRE_REAL_PARTS") == "1":
-        pytest.fail(reason + " (WORKBENCH_REQUIRE_REAL_PARTS=1)", pytrace=False)
-    pytest.skip(reason)
+    skip_or_fail("real Slurm test cluster needs: " + ", ".join(missing))
 
 
 def build_busybox_image(root: Path) -> Path:

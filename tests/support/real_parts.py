@@ -1,0 +1,27 @@
+"""One rule for every suite that needs real parts (sshd, dockerd, Slurm, root):
+skip with the reason on a machine that lacks them, fail where CI demands them."""
+
+from __future__ import annotations
+
+import os
+from typing import NoReturn
+
+import pytest
+
+REQUIRE_ENV = "WORKBENCH_REQUIRE_REAL_PARTS"
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_test_hosts() -> None:
+    """The sshd + dockerd test hosts of tests/support/testhosts.py can start here."""
+    from tests.support import testhosts
+
+    why = testhosts.missing_real_parts()
+    if why:
+        skip_or_fail(why)
+    testhosts.cleanup_stale()
