@@ -112,3 +112,19 @@ VALIDATE_DAEMON_JSON = (
 def sha256_hex(data: bytes | None) -> str | None:
     """The hash atomic_write compares against; None for a file that does not exist."""
     return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def replace_container(image: str, name: str, run_command: str) -> list[str]:
+    """Shell lines that replace container `name` with one started by `run_command`.
+
+    The image is pulled before the old container is removed: a bad image name
+    or a registry outage must not cost the user the container they have.
+    """
+    return [
+        f"if ! docker image inspect {q(image)} >/dev/null 2>&1; then "
+        f"if ! out=$(docker pull -q {q(image)} 2>&1); then "
+        f'echo "ERROR: cannot pull {image}: $(echo "$out" | tail -n 1)"; exit 1; fi; fi',
+        f"docker rm -f {q(name)} >/dev/null 2>&1 || true",
+        "if ! out=$(" + run_command + ' 2>&1); then '
+        'echo "ERROR: docker run failed: $(echo "$out" | tail -n 1)"; exit 1; fi',
+    ]

@@ -24,6 +24,7 @@ from bootstrap.container import (
     spec_for_image,
 )
 from bootstrap.facts import TOKEN_DIR, TOKEN_FILE
+from bootstrap.shell import replace_container
 from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, changed, ok
 
 q = shlex.quote
@@ -90,16 +91,8 @@ ws={q(spec.workspace)}
 [ -d "$ws" ] || {{ mkdir -p "$ws" && chown {owner} "$ws"; }} || {{ echo "ERROR: cannot create $ws"; exit 1; }}
 """]
     if replace:
-        # Pull before removing: a bad image name or a registry outage must not
-        # cost the user the container they have.
-        script.append(
-            f"if ! docker image inspect {q(spec.image)} >/dev/null 2>&1; then "
-            f"if ! out=$(docker pull -q {q(spec.image)} 2>&1); then "
-            f'echo "ERROR: cannot pull {spec.image}: $(echo "$out" | tail -n 1)"; exit 1; fi; fi')
-        script.append(f"docker rm -f {q(spec.name)} >/dev/null 2>&1 || true")
-        script.append("if ! out=$(" + spec.run_command("$cfg/container.env", "$token_sha")
-                      + ' 2>&1); then echo "ERROR: docker run failed: $(echo "$out" | tail -n 1)"; '
-                      "exit 1; fi")
+        script.extend(replace_container(
+            spec.image, spec.name, spec.run_command("$cfg/container.env", "$token_sha")))
     else:
         script.append(f'if ! out=$(docker start {q(spec.name)} 2>&1); then '
                       'echo "ERROR: docker start failed: $(echo "$out" | tail -n 1)"; exit 1; fi')

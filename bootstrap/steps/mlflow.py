@@ -23,6 +23,7 @@ from typing import Any
 
 from bootstrap.container import LABEL_CONFIG, inspect_port_bindings
 from bootstrap.facts import MLFLOW_CONTAINER
+from bootstrap.shell import replace_container
 from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, changed, ok
 from bootstrap.steps.container import workspace_path
 
@@ -108,13 +109,7 @@ if [ ! -d "$store/artifacts" ]; then
 fi
 """]
     if replace:
-        script.append(
-            f"if ! docker image inspect {q(spec.image)} >/dev/null 2>&1; then "
-            f"if ! out=$(docker pull -q {q(spec.image)} 2>&1); then "
-            f'echo "ERROR: cannot pull {spec.image}: $(echo "$out" | tail -n 1)"; exit 1; fi; fi')
-        script.append(f"docker rm -f {q(spec.name)} >/dev/null 2>&1 || true")
-        script.append("if ! out=$(" + spec.run_command() + ' 2>&1); then '
-                      'echo "ERROR: docker run failed: $(echo "$out" | tail -n 1)"; exit 1; fi')
+        script.extend(replace_container(spec.image, spec.name, spec.run_command()))
     else:
         script.append(f'if ! out=$(docker start {q(spec.name)} 2>&1); then '
                       'echo "ERROR: docker start failed: $(echo "$out" | tail -n 1)"; exit 1; fi')
