@@ -29,6 +29,24 @@ DISK_PRICES: dict[Cloud, tuple[str, float]] = {
 }
 BUCKET_PRICES: dict[Cloud, float] = {"aws": 0.023, "gcp": 0.020, "azure": 0.0184}
 
+# The Pulumi types of what `pulumi destroy` may keep, for the plan and the
+# teardown report: data disks (with the input that holds their size in GB)
+# and dataset buckets.
+DATA_DISK_TYPES: dict[str, tuple[Cloud, str]] = {
+    "aws:ebs/volume:Volume": ("aws", "size"),
+    "gcp:compute/disk:Disk": ("gcp", "size"),
+    "azure-native:compute:Disk": ("azure", "diskSizeGB"),
+}
+BUCKET_TYPES: dict[str, Cloud] = {
+    "aws:s3/bucket:Bucket": "aws",
+    "gcp:storage/bucket:Bucket": "gcp",
+    "azure-native:storage:BlobContainer": "azure",
+}
+
+
+def disk_monthly_usd(cloud: Cloud, size_gb: float) -> float:
+    return round(size_gb * DISK_PRICES[cloud][1], 2)
+
 
 @dataclass(frozen=True)
 class Gpu:

@@ -112,25 +112,15 @@ class Kept:
     monthly_usd: float
 
 
-DATA_DISKS = {
-    "aws:ebs/volume:Volume": ("size", "type"),
-    "gcp:compute/disk:Disk": ("size", "type"),
-    "azure-native:compute:Disk": ("diskSizeGB", None),
-}
-BUCKETS = ("aws:s3/bucket:Bucket", "gcp:storage/bucket:Bucket",
-           "azure-native:storage:BlobContainer")
-
-
 def kept_after_destroy(run: ProgramRun, cloud: catalog.Cloud) -> Kept:
     lines: list[str] = []
     monthly = 0.0
-    per_gb = catalog.DISK_PRICES[cloud][1]
-    disks = [r for r in run.resources if r.type in DATA_DISKS]
+    disks = [r for r in run.resources if r.type in catalog.DATA_DISK_TYPES]
     for disk in disks:
-        size_key, type_key = DATA_DISKS[disk.type]
-        size = float(disk.inputs[size_key])
-        kind = disk.inputs.get(type_key) if type_key else disk.inputs["sku"]["name"]
-        cost = size * per_gb
+        size = float(disk.inputs[catalog.DATA_DISK_TYPES[disk.type][1]])
+        # AWS and GCP name the disk kind in "type"; Azure in its SKU.
+        kind = disk.inputs.get("type") or disk.inputs["sku"]["name"]
+        cost = catalog.disk_monthly_usd(cloud, size)
         if disk.retain_on_delete:
             monthly += cost
             lines.append(f"data volume {size:.0f} GB {kind}, mounted at /data: KEPT by "
@@ -146,7 +136,7 @@ def kept_after_destroy(run: ProgramRun, cloud: catalog.Cloud) -> Kept:
     if not lines:
         lines.append("no data volume (dataVolumeGb: 0): everything on the machine goes "
                      "with `pulumi destroy`")
-    for bucket in (r for r in run.resources if r.type in BUCKETS):
+    for bucket in (r for r in run.resources if r.type in catalog.BUCKET_TYPES):
         rate = catalog.BUCKET_PRICES[cloud]
         fate = ("KEPT by `pulumi destroy`, billed by use" if bucket.retain_on_delete
                 else "emptied and deleted by `pulumi destroy`")

@@ -21,17 +21,9 @@ from typing import Any
 
 from components import catalog
 
-# Types whose size the report prices, with the input that holds the size in GB.
-SIZED_DISKS: dict[str, tuple[catalog.Cloud, str]] = {
-    "aws:ebs/volume:Volume": ("aws", "size"),
-    "gcp:compute/disk:Disk": ("gcp", "size"),
-    "azure-native:compute:Disk": ("azure", "diskSizeGB"),
-}
+# Billed like the containers it holds: reported as part of the bucket.
 BUCKETS: dict[str, catalog.Cloud] = {
-    "aws:s3/bucket:Bucket": "aws",
-    "gcp:storage/bucket:Bucket": "gcp",
-    "azure-native:storage:BlobContainer": "azure",
-    "azure-native:storage:StorageAccount": "azure",
+    **catalog.BUCKET_TYPES, "azure-native:storage:StorageAccount": "azure",
 }
 # How to list what still carries the stack's tag, per cloud (run by the user
 # where this machine has no cloud CLI or credentials).
@@ -92,11 +84,11 @@ def _describe(resource: dict[str, Any], on_purpose: bool) -> Leftover:
     inputs = resource.get("inputs") or {}
     monthly: float | None = None
     detail = ""
-    if type_token in SIZED_DISKS:
-        cloud, size_key = SIZED_DISKS[type_token]
+    if type_token in catalog.DATA_DISK_TYPES:
+        cloud, size_key = catalog.DATA_DISK_TYPES[type_token]
         size = float(inputs.get(size_key) or 0)
         kind, per_gb = catalog.DISK_PRICES[cloud]
-        monthly = round(size * per_gb, 2)
+        monthly = catalog.disk_monthly_usd(cloud, size)
         detail = f"{size:.0f} GB disk (data volume), ${per_gb}/GB-month as {kind}"
     elif type_token in BUCKETS:
         detail = f"bucket, billed by use (${catalog.BUCKET_PRICES[BUCKETS[type_token]]}/GB-month)"
