@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bootstrap.facts import TOKEN_FILE
-from bootstrap.remote import parse_sections
 from bootstrap.shell import atomic_write
 from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, changed, ok
 
@@ -103,13 +102,7 @@ def run(ctx: HostContext) -> StepOutcome:
     o = ctx.options
     minutes = int(getattr(o, "autostop_minutes", DEFAULT_MINUTES))
     cloud = o.cloud or ("azure" if ctx.facts.waagent else "aws")
-    section = ctx.facts.raw.get(SECTION)
-    if section is None:  # not gathered with the other facts: one more round trip
-        result = ctx.remote.run(facts_snippet())
-        if not result.ok:
-            raise StepFailed(f"reading the autostop files failed: {result.error_line()}")
-        section = parse_sections(result.stdout).get(SECTION, "")
-    f = parse(section)
+    f = parse(ctx.facts.raw[SECTION])  # read by the wait step's one facts command
 
     actions: list[tuple[str, str]] = []  # (done, to do): for the report and --check
     script: list[str] = []

@@ -16,7 +16,6 @@ import shlex
 import uuid as uuidlib
 from dataclasses import dataclass
 
-from bootstrap.remote import parse_sections
 from bootstrap.shell import atomic_write
 from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, changed, ok, skipped
 
@@ -125,13 +124,7 @@ def run(ctx: HostContext) -> StepOutcome:
     mount = getattr(o, "data_mount", DEFAULT_MOUNT)
     if device == "none":
         return skipped("no data volume (--data-device none)")
-    section = ctx.facts.raw.get(SECTION)
-    if section is None:  # not gathered with the other facts: one more round trip
-        result = ctx.remote.run(facts_snippet(device, mount, int(o.wait_timeout)))
-        if not result.ok:
-            raise StepFailed(f"reading the data volume failed: {result.error_line()}")
-        section = parse_sections(result.stdout).get(SECTION, "")
-    f = parse(section)
+    f = parse(ctx.facts.raw[SECTION])  # read by the wait step's one facts command
     if f.device is None:
         if device:
             raise StepFailed(f"data device {device} not found after {o.wait_timeout:g}s")
