@@ -37,7 +37,8 @@ MIN_ROOT_DISK_GB = 50  # the GPU images' own root snapshots are tens of GB
 MAX_ROOT_DISK_GB = 16384
 SSH_PORT = 22
 
-DEFAULT_REGIONS: dict[Cloud, str] = {"aws": "us-east-1", "gcp": "us-central1", "azure": "eastus"}
+# The default region is the one the catalog's prices were read for.
+DEFAULT_REGIONS: dict[Cloud, str] = catalog.PRICE_REGIONS
 REGION_PATTERNS: dict[Cloud, re.Pattern[str]] = {
     "aws": re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$"),
     "gcp": re.compile(r"^[a-z]+-[a-z]+\d+$"),
