@@ -5,7 +5,7 @@ Workstation tasks (bootstrap and each of its steps) sit at the top level:
 `fab -H user@login-node slurm.submit ...`.
 """
 
-from bootstrap.slurm import collection as slurm_collection
 from bootstrap.tasks import collection as ns
+from cluster.tasks import collection as slurm_collection
 
 ns.add_collection(slurm_collection, name="slurm")

@@ -19,7 +19,7 @@ from fabric import Connection, task
 from invoke import Collection, Context
 from invoke.exceptions import Exit
 
-from bootstrap.container import DEFAULT_IMAGE, DEFAULT_NAME, DEFAULT_WORKSPACE
+from bootstrap.container_spec import DEFAULT_IMAGE, DEFAULT_NAME, DEFAULT_WORKSPACE
 from bootstrap.options import JUPYTER_TOKEN_ENV, BootstrapOptions, requirement_lines
 from bootstrap.recap import HostReport, format_recap
 from bootstrap.runner import DEFAULT_STEPS, bootstrap_host

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from bootstrap.diagnosis import GpuProbe, diagnose
+from bootstrap.gpu_diagnosis import GpuProbe, diagnose
 from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, ok, skipped
 
 PROBE = r"""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import shlex
 
-from bootstrap.container import (
+from bootstrap.container_spec import (
     ContainerSpec,
     differences,
     needs_replace,

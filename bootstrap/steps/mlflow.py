@@ -21,7 +21,7 @@ import shlex
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bootstrap.container import LABEL_CONFIG, inspect_port_bindings
+from bootstrap.container_spec import LABEL_CONFIG, inspect_port_bindings
 from bootstrap.facts import MLFLOW_CONTAINER
 from bootstrap.shell import replace_container
 from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, changed, ok

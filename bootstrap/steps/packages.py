@@ -18,7 +18,7 @@ import base64
 import hashlib
 import shlex
 
-from bootstrap.container import PACKAGES_DIR, PYTHONUSERBASE
+from bootstrap.container_spec import PACKAGES_DIR, PYTHONUSERBASE
 from bootstrap.facts import PACKAGES_HASH_FILE
 from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, changed, ok, skipped
 from bootstrap.steps.container import workspace_path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from bootstrap.container import (
+from bootstrap.container_spec import (
     LABEL_CONFIG,
     LABEL_TOKEN,
     ContainerSpec,
@@ -73,7 +73,7 @@ def test_run_command_publishes_ports_runtime_and_keeps_token_off_the_command_lin
 
 
 def test_presets_bring_their_ports_and_jupyter_start_unknown_images_keep_the_defaults() -> None:
-    from bootstrap.container import PYTHONUSERBASE, spec_for_image
+    from bootstrap.container_spec import PYTHONUSERBASE, spec_for_image
     from components.images import find_preset
 
     monai = find_preset("monai-label")

@@ -1,0 +1,316 @@
+"""`scripts/plan STACK`: the offline plan of one stack, printed for a person.
+
+Everything printed as fact is read back from what the program declared under
+the mock engine (resource inputs, invoke arguments, exports) plus the
+catalog; values only a cloud can give print as "(known after up)".
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from components import catalog, images, network
+from stacktools.mock_engine import (
+    KNOWN_AFTER_UP,
+    PROJECT_DIR,
+    DeclaredResource,
+    OfflineError,
+    ProgramRun,
+    read_stack_config,
+    run_program,
+    stack_file,
+)
+
+# --- reading facts back from the declared resources ----------------------------------------
+
+
+def firewall_openings(run: ProgramRun) -> dict[int, list[str]]:
+    """Port -> source CIDRs, as the declared firewall resources open them."""
+    opened: dict[int, list[str]] = defaultdict(list)
+    for rule in run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"):
+        inputs = rule.inputs
+        assert inputs["fromPort"] == inputs["toPort"], "one port per rule"
+        opened[int(inputs["fromPort"])].append(inputs.get("cidrIpv4") or inputs["cidrIpv6"])
+    for firewall in run.of_type("gcp:compute/firewall:Firewall"):
+        for allow in firewall.inputs["allows"]:
+            for port in allow["ports"]:
+                opened[int(port)].extend(firewall.inputs["sourceRanges"])
+    for nsg in run.of_type("azure-native:network:NetworkSecurityGroup"):
+        for rule in nsg.inputs.get("securityRules", []):
+            if rule["direction"] == "Inbound" and rule["access"] == "Allow":
+                opened[int(rule["destinationPortRange"])].extend(rule["sourceAddressPrefixes"])
+    return {port: opened[port] for port in sorted(opened)}
+
+
+@dataclass(frozen=True)
+class Machine:
+    cloud: catalog.Cloud
+    machine_type: str
+    gpu_count: int
+    profile: catalog.InstanceProfile | None
+    image: str
+    disk: str
+
+
+def declared_machine(run: ProgramRun) -> Machine:
+    """The instance as declared: type, GPU count, OS image and root disk."""
+    for vm in run.of_type("aws:ec2/instance:Instance"):
+        ami_lookup = run.invokes_of("aws:ec2/getAmi:getAmi")[0].args
+        name = next(f["values"][0] for f in ami_lookup["filters"] if f["name"] == "name")
+        disk = vm.inputs["rootBlockDevice"]
+        return _machine(
+            "aws", vm.inputs["instanceType"], None,
+            f"newest AMI named '{name}' owned by {', '.join(ami_lookup['owners'])} "
+            f"(AMI ID {KNOWN_AFTER_UP})",
+            f"{disk['volumeSize']:.0f} GB {disk['volumeType']}"
+            f"{', encrypted' if disk.get('encrypted') else ', NOT encrypted'}",
+        )
+    for vm in run.of_type("gcp:compute/instance:Instance"):
+        accelerators = vm.inputs.get("guestAccelerators") or []
+        params = vm.inputs["bootDisk"]["initializeParams"]
+        return _machine(
+            "gcp", vm.inputs["machineType"],
+            int(sum(a["count"] for a in accelerators)) if accelerators else None,
+            params["image"],
+            f"{params['size']:.0f} GB {params['type']}, encrypted (Google-managed key)",
+        )
+    for vm in run.of_type("azure-native:compute:VirtualMachine"):
+        ref = vm.inputs["storageProfile"]["imageReference"]
+        plan = vm.inputs.get("plan") or {}
+        os_disk = vm.inputs["storageProfile"]["osDisk"]
+        return _machine(
+            "azure", vm.inputs["hardwareProfile"]["vmSize"], None,
+            f"{ref['publisher']}:{ref['offer']}:{ref['sku']}:{ref['version']} "
+            f"(Marketplace plan {plan.get('publisher')}/{plan.get('product')}/{plan.get('name')})",
+            f"{os_disk['diskSizeGB']:.0f} GB {os_disk['managedDisk']['storageAccountType']}, "
+            "encrypted at rest (platform-managed key)",
+        )
+    raise OfflineError("the program declared no instance")
+
+
+def _machine(
+    cloud: catalog.Cloud, machine_type: str, gpu_count: int | None, image: str, disk: str
+) -> Machine:
+    profile = next((p for p in catalog.profiles_for(cloud) if p.machine_type == machine_type
+                    and (gpu_count is None or gpu_count in p.gpu_counts)), None)
+    count = gpu_count if gpu_count is not None else (profile.default_gpu_count if profile else 0)
+    return Machine(cloud, machine_type, count, profile, image, disk)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What outlives `pulumi destroy`, and what it costs per month."""
+
+    lines: tuple[str, ...]
+    monthly_usd: float
+
+
+def kept_after_destroy(run: ProgramRun, cloud: catalog.Cloud) -> Kept:
+    lines: list[str] = []
+    monthly = 0.0
+    disks = [r for r in run.resources if r.type in catalog.DATA_DISK_TYPES]
+    for disk in disks:
+        size = float(disk.inputs[catalog.DATA_DISK_TYPES[disk.type][1]])
+        # AWS and GCP name the disk kind in "type"; Azure in its SKU.
+        kind = disk.inputs.get("type") or disk.inputs["sku"]["name"]
+        cost = catalog.disk_monthly_usd(cloud, size)
+        if disk.retain_on_delete:
+            monthly += cost
+            lines.append(f"data volume {size:.0f} GB {kind}, mounted at /data: KEPT by "
+                         f"`pulumi destroy` (${cost:.2f}/month while kept)")
+        else:
+            lines.append(f"data volume {size:.0f} GB {kind}, mounted at /data: deleted by "
+                         "`pulumi destroy` (keepDataVolume: false)")
+    reattached = run.outputs.get("data_volume_id")
+    if not disks and reattached:
+        # Attached by ID (dataVolumeId): the program declared no disk to delete.
+        lines.append(f"data volume {reattached}: re-attached at /data; not part of this "
+                     "stack's resources, so `pulumi destroy` leaves it")
+    if not lines:
+        lines.append("no data volume (dataVolumeGb: 0): everything on the machine goes "
+                     "with `pulumi destroy`")
+    for bucket in (r for r in run.resources if r.type in catalog.BUCKET_TYPES):
+        rate = catalog.BUCKET_PRICES[cloud]
+        fate = ("KEPT by `pulumi destroy`, billed by use" if bucket.retain_on_delete
+                else "emptied and deleted by `pulumi destroy`")
+        lines.append(f"dataset bucket {bucket.name}: private, encrypted; {fate} "
+                     f"(${rate}/GB-month)")
+    return Kept(tuple(lines), round(monthly, 2))
+
+
+def stop_policy(run: ProgramRun, cloud: catalog.Cloud) -> list[str]:
+    minutes = run.outputs.get("autostop_minutes")
+    if not minutes:
+        return ["autostop off (autostopMinutes: 0): the machine bills until you stop it"]
+    lines = [f"autostop after {minutes} idle minutes (GPU idle, no SSH session, no Jupyter "
+             "kernel activity), installed by the bootstrap"]
+    if cloud == "aws":
+        behaviour = run.one("aws:ec2/instance:Instance").inputs.get(
+            "instanceInitiatedShutdownBehavior")
+        lines.append(f"stop = guest poweroff; shutdown behaviour '{behaviour}': the instance "
+                     "stops and compute billing ends")
+    elif cloud == "gcp":
+        lines.append("stop = guest poweroff: the VM goes to TERMINATED and compute billing ends")
+    else:
+        assignments = run.of_type("azure-native:authorization:RoleAssignment")
+        if assignments:
+            lines.append("stop = deallocate, by the VM's own managed identity (role "
+                         "assignment on this VM only); a guest poweroff alone keeps billing")
+        for schedule in run.of_type("azure-native:devtestlab:GlobalSchedule"):
+            time = schedule.inputs["dailyRecurrence"]["time"]
+            lines.append(f"daily auto-shutdown (deallocate) at {time[:2]}:{time[2:]} "
+                         f"{schedule.inputs['timeZoneId']}")
+    return lines
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def resource_tree(run: ProgramRun) -> list[str]:
+    """Declared resources as a tree under their parents, like `pulumi preview`."""
+    children: dict[str, list[DeclaredResource]] = defaultdict(list)
+    for resource in run.resources:
+        children[resource.parent_urn].append(resource)
+
+    def ordered(urn: str) -> list[DeclaredResource]:
+        return sorted(children.get(urn, []), key=lambda r: (r.type, r.name))
+
+    lines: list[str] = []
+
+    def walk(urn: str, prefix: str) -> None:
+        kids = ordered(urn)
+        for index, resource in enumerate(kids):
+            last = index == len(kids) - 1
+            lines.append(f"{prefix}{'└─ ' if last else '├─ '}{resource.type}  {resource.name}")
+            walk(resource.urn, prefix + ("   " if last else "│  "))
+
+    for top in ordered(_root_urn(run)):
+        lines.append(f"  {top.type}  {top.name}")
+        walk(top.urn, "  ")
+    return lines
+
+
+def _root_urn(run: ProgramRun) -> str:
+    urns = {r.urn for r in run.resources}
+    parents = {r.parent_urn for r in run.resources if r.parent_urn not in urns}
+    return next(iter(parents), "")
+
+
+def render(run: ProgramRun, stack_path: Path) -> str:
+    machine = declared_machine(run)
+    outputs = run.outputs
+    profile = machine.profile
+    out: list[str] = []
+    add = out.append
+    add(f"gpu-workbench plan for stack '{run.stack}' ({_shown_path(stack_path)})")
+    add("offline: the real program under Pulumi's mock engine; no cloud calls, no credentials")
+    add("")
+    add("Workstation")
+    region = run.config.get("gpu-workbench:region") or catalog.PRICE_REGIONS[machine.cloud]
+    add(f"  cloud       {machine.cloud}, region {region}")
+    if profile is not None:
+        gpu = profile.gpu
+        cc = ".".join(map(str, gpu.compute_capability))
+        add(f"  instance    {machine.machine_type}: {machine.gpu_count} x {gpu.model} "
+            f"({gpu.architecture}, CUDA compute capability {cc}), {profile.vcpus} vCPU, "
+            f"{profile.memory_gib:g} GiB RAM{'' if profile.sold else '  [RETIRED]'}")
+    else:
+        add(f"  instance    {machine.machine_type} (not in the catalog)")
+    add(f"  os image    {machine.image}")
+    add(f"  root disk   {machine.disk}")
+    add(f"  container   {_container_line(str(outputs.get('container_image')))}")
+    cost = outputs.get("hourly_cost_usd")
+    if isinstance(cost, (int, float)):
+        add(f"  cost        ${cost:.2f}/hour on-demand while running (about ${cost * 24:.2f}/day, "
+            f"${cost * 730:,.0f}/month); {catalog.PRICE_REGIONS[machine.cloud]} list price "
+            f"read {catalog.PRICES_READ_ON}; disks and traffic extra")
+    add("")
+    add("Open ports (inbound TCP, source CIDRs)")
+    for port, cidrs in firewall_openings(run).items():
+        add(f"  {port:<5} {network.port_purpose(port):<28} {', '.join(cidrs)}")
+    add("  everything else inbound is closed")
+    add("")
+    add("Stop and keep")
+    out.extend(f"  {line}" for line in stop_policy(run, machine.cloud))
+    kept = kept_after_destroy(run, machine.cloud)
+    out.extend(f"  {line}" for line in kept.lines)
+    add(f"  after `pulumi destroy`: what is kept costs about ${kept.monthly_usd:.2f}/month")
+    add("")
+    add(f"Resources ({len(run.resources)})")
+    out.extend(resource_tree(run))
+    add("")
+    add(f"Warnings ({len(run.warnings)})")
+    out.extend(f"  ! {w}" for w in run.warnings)
+    if not run.warnings:
+        add("  none")
+    add("")
+    add("Outputs")
+    width = max(map(len, outputs), default=0)
+    for name, value in outputs.items():
+        add(f"  {name:<{width}}  {value}")
+    return "\n".join(out)
+
+
+def _container_line(image: str) -> str:
+    preset = images.find_preset(image)
+    if preset is None:
+        return f"{image} (not in the image catalog: CUDA needs unknown)"
+    ports = ", ".join(f"{p.purpose} {p.container}->{p.host}" for p in preset.ports)
+    return f"{image} (preset {preset.name}: CUDA {preset.cuda_text}; {ports})"
+
+
+def _shown_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(PROJECT_DIR))
+    except ValueError:
+        return str(path)
+
+
+def available_stacks() -> list[str]:
+    return sorted(p.name[len("Pulumi."):-len(".yaml")]
+                  for p in (PROJECT_DIR / "stacks").glob("Pulumi.*.yaml"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/plan",
+        description="Print what `pulumi up` would build for a stack, offline.",
+    )
+    parser.add_argument("stack", help="a stack name in stacks/ (e.g. aws, gcp, azure) "
+                        "or a path to a Pulumi.<name>.yaml stack file")
+    args = parser.parse_args(argv)
+
+    import pulumi  # after argument parsing: --help should not pay for the import
+
+    name, path = stack_file(args.stack)
+    if not path.is_file():
+        print(f"error: no stack file {path}; stacks: {', '.join(available_stacks())}",
+              file=sys.stderr)
+        return 2
+    try:
+        config = read_stack_config(path)
+        run = run_program(config, name)
+        print(render(run, path))
+    except pulumi.RunError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (OfflineError, yaml.YAMLError) as error:
+        print(f"error: {path}: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: after a failed program, Pulumi's runtime can
+    # leave event loops whose __del__ prints a spurious traceback at exit.
+    os._exit(code)

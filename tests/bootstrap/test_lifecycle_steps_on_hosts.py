@@ -1,0 +1,163 @@
+"""The data-volume and autostop steps over real SSH on real test hosts (no GPU, no systemd)."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bootstrap.options import BootstrapOptions
+from bootstrap.recap import Status
+from bootstrap.remote import Remote
+from bootstrap.steps import autostop, data_volume, wait
+from bootstrap.steps.base import HostContext, StepFailed, StepOutcome
+from tests.support import testhosts
+from tests.support.bootstrap_run import connect
+from tests.support.testhosts import TestHost
+
+pytestmark = pytest.mark.slow
+ONHOST = Path(autostop.__file__).resolve().parent.parent / "onhost"
+MOUNT = "/mnt/data"  # /mnt is each test host's own; /data would be this machine's
+
+
+@pytest.fixture
+def host(bare_host: TestHost) -> TestHost:
+    """These steps start no container, so the host needs no stand-in image."""
+    return bare_host
+
+
+def run_step(host: TestHost, step: object, **options: object) -> StepOutcome:
+    """wait (reads the facts) then the step, over one SSH connection, as the runner does."""
+    options.setdefault("wait_timeout", 20.0)
+    options.setdefault("data_mount", MOUNT)
+    remote = Remote(connect(host))
+    ctx = HostContext(remote=remote, options=BootstrapOptions(**options),  # type: ignore[arg-type]
+                      emit=lambda _: None)
+    try:
+        wait.run(ctx)
+        return step.run(ctx)  # type: ignore[attr-defined]
+    finally:
+        remote.close()
+
+
+@pytest.fixture
+def loop_disk(tmp_path: Path) -> Iterator[str]:
+    """A blank 64 MiB disk: a loop device over a sparse file."""
+    backing = tmp_path / "disk.img"
+    with backing.open("wb") as f:
+        f.truncate(64 * 1024 * 1024)
+    device = subprocess.run(["losetup", "--find", "--show", str(backing)], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "-d", device], check=False)
+
+
+def test_blank_disk_is_formatted_once_and_mounted_by_uuid(host: TestHost, loop_disk: str) -> None:
+    first = run_step(host, data_volume, data_device=loop_disk)
+    assert first.status is Status.CHANGED, first.message
+    assert f"formatted blank {loop_disk} as ext4" in first.message
+    uuid = host.out(f"blkid -s UUID -o value {loop_disk}").strip()
+    assert host.out(f"findmnt -n -o SOURCE,FSTYPE --mountpoint {MOUNT}").split() == [
+        loop_disk, "ext4"]
+    fstab = (host.read_file("/etc/fstab") or b"").decode()
+    assert f"UUID={uuid} {MOUNT} ext4 defaults,nofail" in fstab
+    assert host.out(f"stat -c %U {MOUNT}/workspace").strip() == host.user
+
+    again = run_step(host, data_volume, data_device=loop_disk)
+    assert again.status is Status.OK, again.message
+    assert "nothing formatted" in again.message
+    assert host.out(f"blkid -s UUID -o value {loop_disk}").strip() == uuid
+
+
+def test_data_survives_a_new_machine(real_parts: None, loop_disk: str) -> None:
+    """destroy-and-up on a real filesystem: a file written on one machine is on the
+    next machine that gets the kept disk, which is mounted, never formatted."""
+    first = testhosts.start_host(image=False)
+    try:
+        assert run_step(first, data_volume, data_device=loop_disk).status is Status.CHANGED
+        first.exec(f"su {first.user} -c 'echo results-v1 > {MOUNT}/workspace/model.txt'")
+    finally:
+        testhosts.stop_host(first)  # its mount namespace, and the mount, go with it
+    second = testhosts.start_host(image=False)
+    try:
+        outcome = run_step(second, data_volume, data_device=loop_disk)
+        assert outcome.status is Status.CHANGED
+        assert "formatted" not in outcome.message and f"mounted at {MOUNT}" in outcome.message
+        assert second.out(f"cat {MOUNT}/workspace/model.txt") == "results-v1\n"
+    finally:
+        testhosts.stop_host(second)
+
+
+def test_a_disk_with_another_filesystem_is_never_formatted(host: TestHost,
+                                                           loop_disk: str) -> None:
+    subprocess.run(["mkswap", "-q", loop_disk], check=True)
+    before = hashlib.sha256(Path(loop_disk).read_bytes()[:1 << 20]).hexdigest()
+    with pytest.raises(StepFailed, match=f"{loop_disk} holds swap, not ext4; not formatting"):
+        run_step(host, data_volume, data_device=loop_disk)
+    after = hashlib.sha256(Path(loop_disk).read_bytes()[:1 << 20]).hexdigest()
+    assert before == after
+
+
+def test_no_disk_attached_is_skipped(host: TestHost) -> None:
+    outcome = run_step(host, data_volume)
+    assert outcome.status is Status.SKIPPED
+    assert "no data volume attached" in outcome.message
+
+
+def _installed(host: TestHost) -> dict[str, tuple[bytes | None, str]]:
+    paths = (autostop.SCRIPT, autostop.CONFIG, autostop.SERVICE, autostop.TIMER)
+    return {p: (host.read_file(p), host.out(f"stat -c %a {p} 2>/dev/null || true").strip())
+            for p in paths}
+
+
+def test_autostop_installs_and_enables_the_timer_once(host: TestHost) -> None:
+    first = run_step(host, autostop, cloud="gcp", autostop_minutes=45)
+    assert first.status is Status.CHANGED, first.message
+    assert "stop after 45 idle minutes (gcp: poweroff)" in first.message
+    files = _installed(host)
+    assert files[autostop.SCRIPT] == ((ONHOST / "workbench_idle_check.py").read_bytes(), "755")
+    assert files[autostop.SERVICE] == (
+        (ONHOST / "workbench-idle-check.service").read_bytes(), "644")
+    assert files[autostop.TIMER] == ((ONHOST / "workbench-idle-check.timer").read_bytes(), "644")
+    config, mode = files[autostop.CONFIG]
+    assert mode == "644" and config is not None
+    assert b"cloud = gcp\nminutes = 45\n" in config
+    assert b"jupyter_token_file = /home/wb/.config/gpu-workbench/jupyter_token" in config
+    assert host.out(f"readlink {autostop.WANTS_LINK}").strip() == autostop.TIMER
+    # The installed program runs on the host's own python3 and decides (no GPU: busy).
+    check = host.exec(f"python3 {autostop.SCRIPT} --dry-run --state /tmp/idle-since",
+                      check=False)
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.decode().startswith("busy: GPU utilisation unknown")
+
+    again = run_step(host, autostop, cloud="gcp", autostop_minutes=45)
+    assert again.status is Status.OK
+    assert again.message == "stop after 45 idle minutes (gcp: poweroff)"
+
+
+def test_autostop_repairs_modes_and_turns_off(host: TestHost) -> None:
+    assert run_step(host, autostop, cloud="azure").status is Status.CHANGED
+    host.exec(f"chmod 600 {autostop.TIMER}")
+    repaired = run_step(host, autostop, cloud="azure")
+    assert repaired.status is Status.CHANGED and f"chmod 644 {autostop.TIMER}" in repaired.message
+    assert "(azure: deallocate)" in repaired.message
+    off = run_step(host, autostop, cloud="azure", autostop_minutes=0)
+    assert off.status is Status.CHANGED and "disabled" in off.message
+    assert host.exec(f"test -e {autostop.WANTS_LINK}", check=False).returncode != 0
+    assert b"minutes = 0" in (host.read_file(autostop.CONFIG) or b"")
+    assert run_step(host, autostop, cloud="azure", autostop_minutes=0).status is Status.OK
+
+
+def test_check_mode_changes_nothing(host: TestHost, loop_disk: str) -> None:
+    outcome = run_step(host, autostop, check=True)
+    assert outcome.status is Status.CHANGED and outcome.message.startswith("would ")
+    assert host.read_file(autostop.TIMER) is None
+    planned = run_step(host, data_volume, data_device=loop_disk, check=True)
+    assert planned.status is Status.CHANGED
+    assert planned.message.startswith(f"would format blank {loop_disk} as ext4")
+    assert host.exec(f"blkid -p {loop_disk}", check=False).returncode == 2  # still blank

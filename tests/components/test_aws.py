@@ -1,0 +1,100 @@
+"""AWS: every input that decides what gets built, as the program declares it."""
+
+from __future__ import annotations
+
+from components.aws import DLAMI_NAME, DLAMI_OWNER
+from stacktools.mock_engine import KNOWN_AFTER_UP
+from tests.support.stacks import RunStack
+
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+INSTANCE = "aws:ec2/instance:Instance"
+
+
+def test_instance_type_image_disk_and_imdsv2(run_stack: RunStack) -> None:
+    run = run_stack("aws")
+    vm = run.one(INSTANCE).inputs
+    assert vm["instanceType"] == "p3.2xlarge"
+    assert vm["ami"] == KNOWN_AFTER_UP  # from the lookup below, never invented
+    assert vm["metadataOptions"]["httpTokens"] == "required"
+    assert vm["metadataOptions"]["httpEndpoint"] == "enabled"
+    assert vm["metadataOptions"]["httpPutResponseHopLimit"] == 2
+    disk = vm["rootBlockDevice"]
+    assert (disk["volumeType"], disk["volumeSize"], disk["encrypted"]) == ("gp3", 100, True)
+    assert vm["tags"]["project"] == "gpu-workbench" and vm["tags"]["stack"] == "aws"
+
+
+def test_ami_lookup_filters_on_owner_and_name(run_stack: RunStack) -> None:
+    (lookup,) = run_stack("aws").invokes_of("aws:ec2/getAmi:getAmi")
+    assert lookup.args["owners"] == [DLAMI_OWNER] == ["amazon"]
+    assert lookup.args["mostRecent"] is True
+    filters = {f["name"]: f["values"] for f in lookup.args["filters"]}
+    assert filters["name"] == [DLAMI_NAME]
+    assert "Deep Learning Base" in DLAMI_NAME and "Nvidia Driver GPU" in DLAMI_NAME
+    assert filters["architecture"] == ["x86_64"]
+
+
+def test_zone_comes_from_offerings_unless_set(run_stack: RunStack) -> None:
+    run = run_stack("aws")
+    (offerings,) = run.invokes_of(
+        "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings")
+    assert offerings.args["filters"] == [{"name": "instance-type", "values": ["p3.2xlarge"]}]
+    pinned = run_stack("aws", zone="us-east-1c")
+    assert pinned.one("aws:ec2/subnet:Subnet").inputs["availabilityZone"] == "us-east-1c"
+    assert not pinned.invokes_of("aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings")
+
+
+def test_one_ingress_rule_per_port_and_cidr(run_stack: RunStack) -> None:
+    cidrs = ["198.51.100.23/32", "2001:db8:1::/48"]
+    run = run_stack("aws", allowedCidrs=cidrs)
+    opened = [
+        (r.inputs["fromPort"], r.inputs["toPort"], r.inputs["ipProtocol"],
+         r.inputs.get("cidrIpv4"), r.inputs.get("cidrIpv6"))
+        for r in run.of_type(INGRESS)
+    ]
+    expected = (
+        [(p, p, "tcp", "198.51.100.23/32", None) for p in (22, 8888, 8890, 5000)]
+        + [(p, p, "tcp", None, "2001:db8:1::/48") for p in (22, 8888, 8890, 5000)]
+    )
+    assert len(opened) == len(expected) and set(opened) == set(expected)
+    group = run.one("aws:ec2/securityGroup:SecurityGroup")
+    assert all(r.source_of("securityGroupId") == [group.urn] for r in run.of_type(INGRESS))
+    assert run.one(INSTANCE).source_of("vpcSecurityGroupIds") == [group.urn]
+
+
+def test_egress_allows_downloads_only_outbound(run_stack: RunStack) -> None:
+    egress = run_stack("aws").one(
+        "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule").inputs
+    assert (egress["ipProtocol"], egress["cidrIpv4"]) == ("-1", "0.0.0.0/0")
+
+
+def test_key_pair_carries_the_users_public_key(run_stack: RunStack, tmp_path) -> None:
+    key = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXk6m0EjpgxEbTKcOO7flXvS0Ch6l6qo8vBqlQnQ8vP "
+           "alice@lab")
+    path = tmp_path / "id.pub"
+    path.write_text(key + "\n")
+    run = run_stack("aws", sshPublicKey=str(path))
+    assert run.one("aws:ec2/keyPair:KeyPair").inputs["publicKey"] == key
+    assert run.outputs["ssh_user"] == "ubuntu"
+
+
+def test_region_goes_to_the_provider(run_stack: RunStack) -> None:
+    run = run_stack("aws", region="eu-west-1")
+    assert run.one("pulumi:providers:aws").inputs["region"] == "eu-west-1"
+
+
+def test_outputs_never_invent_cloud_values(run_stack: RunStack) -> None:
+    outputs = run_stack("aws").outputs
+    assert outputs["public_ip"] == KNOWN_AFTER_UP
+    assert outputs["ssh_command"] == KNOWN_AFTER_UP
+    assert outputs["hourly_cost_usd"] == 3.06
+    assert outputs["instance_type"] == "p3.2xlarge"
+    assert outputs["gpu"] == "1 x NVIDIA V100 16GB"
+
+
+def test_jupyter_token_is_generated_once_and_secret(run_stack: RunStack) -> None:
+    from stacktools.mock_engine import SECRET
+
+    run = run_stack("aws")
+    token = run.one("random:index/randomPassword:RandomPassword").inputs
+    assert (token["length"], token["special"]) == (48, False)
+    assert run.outputs["jupyter_token"] == SECRET

@@ -1,0 +1,73 @@
+"""Azure (azure-native checks almost nothing itself): every input asserted here."""
+
+from __future__ import annotations
+
+from components.azure import NVIDIA_VMI_URN
+from tests.support.stacks import RunStack
+
+VM = "azure-native:compute:VirtualMachine"
+NSG = "azure-native:network:NetworkSecurityGroup"
+
+
+def test_vm_size_image_and_marketplace_plan(run_stack: RunStack) -> None:
+    vm = run_stack("azure").one(VM).inputs
+    assert vm["hardwareProfile"] == {"vmSize": "Standard_NC6s_v3"}
+    publisher, offer, sku, version = NVIDIA_VMI_URN.split(":")
+    assert (publisher, offer) == ("nvidia", "ngc_azure_17_11")
+    assert vm["storageProfile"]["imageReference"] == {
+        "publisher": publisher, "offer": offer, "sku": sku, "version": version}
+    assert vm["plan"] == {"name": sku, "product": offer, "publisher": publisher}
+    os_disk = vm["storageProfile"]["osDisk"]
+    assert os_disk["diskSizeGB"] == 100
+    assert os_disk["createOption"] == "FromImage"
+    assert os_disk["managedDisk"]["storageAccountType"] == "Premium_LRS"
+
+
+def test_ssh_key_only(run_stack: RunStack) -> None:
+    vm = run_stack("azure", adminUser="researcher").one(VM).inputs
+    os_profile = vm["osProfile"]
+    assert os_profile["adminUsername"] == "researcher"
+    assert "adminPassword" not in os_profile
+    linux = os_profile["linuxConfiguration"]
+    assert linux["disablePasswordAuthentication"] is True
+    (key,) = linux["ssh"]["publicKeys"]
+    assert key["path"] == "/home/researcher/.ssh/authorized_keys"
+    assert key["keyData"].startswith("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN0cqv")
+
+
+def test_nsg_one_rule_per_port_restricted_to_cidrs(run_stack: RunStack) -> None:
+    run = run_stack("azure", allowedCidrs=["198.51.100.7/32", "192.0.2.0/28"])
+    rules = run.one(NSG).inputs["securityRules"]
+    assert sorted(int(r["destinationPortRange"]) for r in rules) == [22, 5000, 8888, 8890]
+    for rule in rules:
+        assert (rule["direction"], rule["access"], rule["protocol"]) == (
+            "Inbound", "Allow", "Tcp")
+        assert rule["sourceAddressPrefixes"] == ["198.51.100.7/32", "192.0.2.0/28"]
+        assert "sourceAddressPrefix" not in rule  # never "*"
+    priorities = [r["priority"] for r in rules]
+    assert len(set(priorities)) == len(priorities)
+
+
+def test_network_wiring_static_ip_and_nsg_on_nic(run_stack: RunStack) -> None:
+    run = run_stack("azure")
+    ip = run.one("azure-native:network:PublicIPAddress")
+    assert ip.inputs["publicIPAllocationMethod"] == "Static"
+    assert ip.inputs["sku"] == {"name": "Standard"}
+    nic = run.one("azure-native:network:NetworkInterface")
+    assert run.one(NSG).urn in nic.source_of("networkSecurityGroup")
+    assert ip.urn in nic.source_of("ipConfigurations")
+    assert nic.urn in run.one(VM).source_of("networkProfile")
+    group = run.named("wb-azure-rg")
+    assert group.inputs["location"] == "eastus"
+    data_group = run.named("wb-azure-data-rg")
+    for resource in run.resources:
+        if resource.type.startswith("azure-native:") and "resourceGroupName" in resource.inputs:
+            expected = data_group if resource.name == "wb-azure-data" else group
+            assert resource.source_of("resourceGroupName") == [expected.urn], resource.name
+
+
+def test_current_gpu_stack(run_stack: RunStack) -> None:
+    run = run_stack("azure-a100")
+    assert run.one(VM).inputs["hardwareProfile"] == {"vmSize": "Standard_NC24ads_A100_v4"}
+    assert run.outputs["hourly_cost_usd"] == 3.673
+    assert not any("retired" in w for w in run.warnings)
