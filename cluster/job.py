@@ -1,24 +1,21 @@
-"""Pure logic behind the `slurm` tasks: job options, validation and batch scripts.
+"""A cluster job's options: the job file and flags merged into a JobSpec, then validated.
 
 Nothing here touches a network or a cluster, so all of it is unit-tested
 without one. `cluster.tasks` feeds these functions from flags and a YAML job
-file and runs what they render on the login node.
-
-Paths in a job are as the cluster sees them: absolute, or relative to the
-user's home directory on the login node (a leading ``~/`` is allowed). The
-submit task runs sbatch from $HOME, so Slurm resolves relative #SBATCH paths
-against the same directory the script body does.
+file; `cluster.batch_script` renders what they accept.
 """
 
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import yaml
+
+from cluster.job_error import JobError
+from cluster.registry import cached_image_name, is_registry_reference
 
 RUNTIMES = ("apptainer", "singularity", "charliecloud")
 # The executable each runtime needs on the login node and the compute nodes.
@@ -26,24 +23,8 @@ RUNTIME_COMMAND = {"apptainer": "apptainer", "singularity": "singularity", "char
 # The executable that pulls an image for each runtime.
 PULL_COMMAND = {"apptainer": "apptainer", "singularity": "singularity", "charliecloud": "ch-image"}
 
-# Where code, data, output and node-local scratch appear inside the container.
-# NGC images work in /workspace; charliecloud needs these mount points to exist
-# in the image (ch-run creates none in a read-only image).
-CONTAINER_CODE = "/workspace/code"
-CONTAINER_DATA = "/workspace/data"
-CONTAINER_OUTPUT = "/workspace/output"
-CONTAINER_SCRATCH = "/workspace/scratch"
-
 DEFAULT_CACHE_DIR = "~/.workbench/images"
 DEFAULT_JOBS_DIR = "~/.workbench/slurm"
-
-
-class JobError(ValueError):
-    """A job option is wrong; the message is one line and names the option."""
-
-    def __init__(self, message: str) -> None:
-        # Values quoted back to the user may hold newlines; the message may not.
-        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 @dataclass(frozen=True)
@@ -275,28 +256,6 @@ def _check_path(option: str, value: str, *, sbatch_line: bool = False) -> None:
         )
 
 
-def is_registry_reference(image: str) -> bool:
-    """True for `nvcr.io/nvidia/pytorch:24.05-py3`, `docker://...`; False for paths."""
-    if image.startswith("docker://"):
-        return True
-    if image.startswith(("/", "./", "../", "~")) or image.endswith((".sif", ".sqfs", ".simg")):
-        return False
-    return "/" in image or ":" in image
-
-
-def registry_reference(image: str) -> str:
-    return image.removeprefix("docker://")
-
-
-def cached_image_name(image: str, runtime: str) -> str:
-    """File (SIF) or directory (charliecloud) name of an image in the shared cache."""
-    ref = registry_reference(image)
-    if ":" not in ref.rsplit("/", 1)[-1] and "@" not in ref:
-        ref += ":latest"
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", ref)
-    return safe if runtime == "charliecloud" else f"{safe}.sif"
-
-
 def join_path(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name
 
@@ -360,279 +319,3 @@ def validate(spec: JobSpec) -> JobSpec:
         if target and not target.startswith("/"):
             raise JobError(f"--bind: '{bind}': the container side must be an absolute path")
     return spec
-
-
-# -- rendering ------------------------------------------------------------------
-
-
-def shell_path(path: str) -> str:
-    """A cluster path as a shell word: absolute stays absolute, else under $HOME."""
-    if path.startswith("/"):
-        return shlex.quote(path)
-    relative = path[2:] if path.startswith("~/") else path
-    return '"$HOME"/' + shlex.quote(relative)
-
-
-def sbatch_path(path: str) -> str:
-    """A path for an #SBATCH line: sbatch resolves relative paths from the submit dir ($HOME)."""
-    return path[2:] if path.startswith("~/") else path
-
-
-def default_output(spec: JobSpec) -> str:
-    # %A_%a names one file per array task; %j is each task's own job id.
-    pattern = "%x-%A_%a.out" if spec.array else "%x-%j.out"
-    return join_path(spec.jobs_dir, "logs/" + pattern)
-
-
-def container_command(spec: JobSpec) -> list[str]:
-    """The argv run inside the container, before the runtime prefix."""
-    # A string is a shell command line: the user's own quoting and $VARS are
-    # read by the container's shell, and by nothing before it. A list is an
-    # argv passed as is.
-    argv = ["sh", "-c", spec.command] if isinstance(spec.command, str) else list(spec.command)
-    if spec.requirements:
-        # Build the venv inside the container so it matches the image's Python;
-        # --system-site-packages keeps the NGC image's framework packages.
-        setup = (
-            'set -e; venv="$1"; req="$2"; shift 2; '
-            'python3 -m venv --system-site-packages "$venv"; '
-            '"$venv/bin/python" -m pip install --quiet --no-input -r "$req"; '
-            '. "$venv/bin/activate"; exec "$@"'
-        )
-        argv = [
-            "sh", "-c", setup, "workbench-venv",
-            f"{CONTAINER_SCRATCH}/venv", f"{CONTAINER_SCRATCH}/requirements.txt",
-            *argv,
-        ]  # fmt: skip
-    return argv
-
-
-def _bind_pairs(spec: JobSpec) -> list[tuple[str, str]]:
-    """(host side as a shell word, container side) for every bind mount."""
-    pairs: list[tuple[str, str]] = []
-    if spec.code:
-        pairs.append((shell_path(spec.code), CONTAINER_CODE))
-    if spec.stage_data:
-        pairs.append(('"$scratch"/data', CONTAINER_DATA))
-    elif spec.data:
-        pairs.append((shell_path(spec.data), CONTAINER_DATA))
-    if spec.output_dir:
-        pairs.append((shell_path(spec.output_dir), CONTAINER_OUTPUT))
-    if needs_scratch(spec):
-        pairs.append(('"$scratch"', CONTAINER_SCRATCH))
-    for bind in spec.binds:
-        source, _, target = bind.partition(":")
-        pairs.append((shell_path(source), target or (source if source.startswith("/") else "")))
-    return pairs
-
-
-def needs_scratch(spec: JobSpec) -> bool:
-    return bool(spec.stage_data or spec.requirements)
-
-
-def runtime_line(spec: JobSpec, image: str) -> str:
-    """The command of the batch script that starts the container (continued lines)."""
-    argv = container_command(spec)
-    binds = _bind_pairs(spec)
-    if spec.runtime == "charliecloud":
-        lines = ["ch-run"]
-        for host, target in binds:
-            lines.append("-b " + host + (":" + shlex.quote(target) if target else ""))
-        if spec.code:
-            lines.append("--cd " + CONTAINER_CODE)
-        lines.append(shell_path(image) + " --")
-    else:
-        lines = [f"{spec.runtime} exec" + (" --nv" if spec.nv else "")]
-        for host, target in binds:
-            lines.append("--bind " + host + (":" + shlex.quote(target) if target else ""))
-        if spec.code:
-            lines.append("--pwd " + CONTAINER_CODE)
-        lines.append(shell_path(image))
-    lines.append(" ".join(shlex.quote(word) for word in argv))
-    return " \\\n  ".join(lines)
-
-
-def sbatch_directives(spec: JobSpec) -> list[str]:
-    lines = [f"--job-name={spec.name}"]
-    for option, value in (("account", spec.account), ("partition", spec.partition),
-                          ("qos", spec.qos), ("time", spec.time)):  # fmt: skip
-        if value:
-            lines.append(f"--{option}={value}")
-    lines.append(f"--cpus-per-task={spec.cpus}")
-    if spec.memory:
-        lines.append(f"--mem={spec.memory}")
-    if spec.gpus:
-        lines.append(f"--gres=gpu:{spec.gpus}")
-    if spec.array:
-        lines.append(f"--array={spec.array}")
-    lines.append(f"--output={sbatch_path(spec.output or default_output(spec))}")
-    if spec.error:
-        lines.append(f"--error={sbatch_path(spec.error)}")
-    lines.extend(spec.sbatch)
-    return ["#SBATCH " + line for line in lines]
-
-
-def render_batch_script(spec: JobSpec) -> str:
-    """The whole sbatch script for a validated spec."""
-    image = image_path(spec)
-    out: list[str] = ["#!/bin/bash", *sbatch_directives(spec)]
-    out += [
-        f"# Written by gpu-workbench `fab slurm.submit` ({spec.runtime}).",
-        # No `set -u`: Lmod's `module` function reads unset variables.
-        "set -eo pipefail",
-        "",
-    ]
-    if spec.modules:
-        out += [f"module load {shlex.quote(m)}" for m in spec.modules] + [""]
-    if needs_scratch(spec):
-        out += [
-            "# Node-local scratch: the site's $SLURM_TMPDIR, else our own per-job dir",
-            "# under /tmp that this job removes when it ends.",
-            'if [ -n "${SLURM_TMPDIR:-}" ]; then',
-            '  scratch="$SLURM_TMPDIR/workbench"',
-            "else",
-            '  scratch="/tmp/workbench-$(id -un)-$SLURM_JOB_ID"',
-            "  trap 'rm -rf -- \"$scratch\"' EXIT",
-            "fi",
-            'mkdir -p -m 700 -- "$scratch"',
-        ]
-        if spec.stage_data:
-            out += [
-                f'echo "gpu-workbench: staging {spec.stage_data} into $scratch/data" >&2',
-                'mkdir -p -- "$scratch"/data',
-                f'tar -xf {shell_path(spec.stage_data)} -C "$scratch"/data',
-            ]
-        if spec.requirements:
-            out.append(f'cp -- {shell_path(spec.requirements)} "$scratch"/requirements.txt')
-        out.append("")
-    out.append(runtime_line(spec, image))
-    return "\n".join(out) + "\n"
-
-
-# -- reading Slurm's answers ----------------------------------------------------
-
-
-def sbatch_error_line(stderr: str) -> str:
-    """Slurm's rejection as one line: 'sbatch: error: X' lines joined, prefixes dropped."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if "error" in line.lower()] or lines
-    cleaned = [re.sub(r"^(sbatch|scancel|squeue|sacct|scontrol): (error: )?", "", line)
-               for line in errors]  # fmt: skip
-    return " / ".join(dict.fromkeys(cleaned)) or "no message from Slurm"
-
-
-def parse_sbatch_parsable(stdout: str) -> str:
-    """The job id from `sbatch --parsable` (JOBID or JOBID;CLUSTER)."""
-    first = stdout.strip().splitlines()[-1] if stdout.strip() else ""
-    job_id = first.split(";", 1)[0]
-    if not job_id.isdigit():
-        raise JobError(f"sbatch --parsable printed {stdout.strip()!r}, not a job id")
-    return job_id
-
-
-_JOB_ID = re.compile(r"\d+(_\d+)?")
-
-
-def check_job_id(value: str) -> str:
-    text = str(value).strip()
-    if not _JOB_ID.fullmatch(text):
-        raise JobError(f"JOBID: '{value}' is not a Slurm job id (123 or 123_4)")
-    return text
-
-
-@dataclass(frozen=True)
-class JobState:
-    job_id: str
-    state: str
-    elapsed: str
-    time_limit: str
-    detail: str  # squeue: reason/nodes; sacct: exit code
-    source: str  # "squeue" or "sacct"
-
-
-def parse_job_states(text: str, source: str) -> list[JobState]:
-    """Rows of `squeue -o '%i|%T|%M|%l|%R'` or `sacct -P -o JobID,State,Elapsed,...`."""
-    states = []
-    for line in text.splitlines():
-        cells = line.strip().split("|")
-        if len(cells) < 5 or not cells[0]:
-            continue
-        states.append(JobState(cells[0], cells[1], cells[2], cells[3], cells[4], source))
-    return states
-
-
-def format_job_states(states: list[JobState]) -> str:
-    header = ("JOBID", "STATE", "ELAPSED", "TIMELIMIT", "NODE/REASON/EXIT", "FROM")
-    rows = [header] + [
-        (s.job_id, s.state, s.elapsed, s.time_limit, s.detail, s.source) for s in states
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
-
-
-_PATTERN = re.compile(r"%(%|[A-Za-z])")
-
-
-def expand_output_pattern(pattern: str, job_id: str, job_name: str, user: str) -> str:
-    """Slurm's filename pattern for a job that left the queue (%j %x %A %a %u %%).
-
-    `job_id` is 123 or 123_4 (an array task). Raises JobError for patterns that
-    need what only slurmctld knew (node name, step, ...).
-    """
-    base, _, task = job_id.partition("_")
-
-    def one(match: re.Match[str]) -> str:
-        code = match.group(1)
-        if code == "%":
-            return "%"
-        known = {"j": base if not task else None, "x": job_name, "A": base, "u": user,
-                 "a": task or None}  # fmt: skip
-        value = known.get(code)
-        if value is None:
-            raise JobError(
-                f"output path {pattern!r}: %{code} cannot be resolved for job {job_id}"
-                " after it left the queue"
-            )
-        return value
-
-    return _PATTERN.sub(one, pattern)
-
-
-def sbatch_option(script: str, option: str) -> str | None:
-    """The value of `#SBATCH --option=value` in a script we wrote (last one wins)."""
-    value = None
-    for line in script.splitlines():
-        if line.startswith(f"#SBATCH --{option}="):
-            value = line.split("=", 1)[1].strip()
-    return value
-
-
-def registry_credentials(
-    runtime: str, image: str, environ: Mapping[str, str]
-) -> tuple[str, str] | None:
-    """Registry login for a pull, from the local environment; None pulls anonymously.
-
-    Explicit APPTAINER_/SINGULARITY_DOCKER_USERNAME+PASSWORD (or CH_IMAGE_ for
-    charliecloud) win. NGC_API_KEY is used with the user `$oauthtoken`, and only
-    for nvcr.io, so an NGC key is never sent to another registry.
-    """
-    prefixes = {
-        "apptainer": ("APPTAINER_DOCKER_", "SINGULARITY_DOCKER_"),
-        "singularity": ("SINGULARITY_DOCKER_", "APPTAINER_DOCKER_"),
-        "charliecloud": ("CH_IMAGE_", "APPTAINER_DOCKER_", "SINGULARITY_DOCKER_"),
-    }[runtime]
-    found: tuple[str, str] | None = None
-    for prefix in prefixes:
-        user, password = environ.get(prefix + "USERNAME"), environ.get(prefix + "PASSWORD")
-        if user and password:
-            found = (user, password)
-            break
-    ngc_key = environ.get("NGC_API_KEY")
-    if found is None and ngc_key and registry_reference(image).startswith("nvcr.io/"):
-        found = ("$oauthtoken", ngc_key)
-    if found and any("\n" in part or "\r" in part for part in found):
-        raise JobError("registry credentials contain a newline")
-    return found

@@ -14,7 +14,7 @@ from fabric import Connection
 from invoke.exceptions import Exit
 
 from cluster import tasks as slurm
-from cluster.job import cached_image_name
+from cluster.registry import cached_image_name
 from tests.support.slurm_cluster import ACCOUNT, PARTITION, PARTITION_MAX_TIME
 from tests.support.slurm_login_node import LoginNode
 

@@ -15,23 +15,22 @@ from pathlib import Path
 
 import pytest
 
+from cluster import remote_scripts
 from cluster import tasks as slurm
+from cluster.batch_script import render_batch_script
 from cluster.job import (
-    JobError,
+    RUNTIMES,
     JobSpec,
     array_task_ids,
-    cached_image_name,
-    expand_output_pattern,
     image_path,
     merge_options,
     parse_job_file,
-    parse_sbatch_parsable,
-    registry_credentials,
-    render_batch_script,
-    sbatch_error_line,
     time_limit_minutes,
     validate,
 )
+from cluster.job_error import JobError
+from cluster.registry import cached_image_name, registry_credentials
+from cluster.slurm_answers import expand_output_pattern, parse_sbatch_parsable, sbatch_error_line
 
 PROJECT = Path(__file__).resolve().parents[2]
 NASTY = """printf '<%s>\\n' "it's" 'two  spaces' '$HOME' "say \\"hi\\"" 'a;b|c' `echo x`"""
@@ -348,11 +347,11 @@ def test_every_remote_snippet_parses_in_bash_and_posix_sh(shell: str) -> None:
         pytest.skip(f"{shell} not installed")
     job = spec(stage_data="d.tar", requirements="r.txt", output="logs/o-%j.out", error="e/err")
     snippets = [
-        slurm.submit_snippet(job),
-        slurm.status_snippet("12_3"),
-        slurm.logs_locate_snippet("12", "~/.workbench/slurm"),
-        slurm.cancel_snippet("12"),
-        *(slurm.pull_snippet(rt, "nvcr.io/nvidia/x:1", "~/sif") for rt in slurm.RUNTIMES),
+        remote_scripts.submit_snippet(job),
+        remote_scripts.status_snippet("12_3"),
+        remote_scripts.logs_locate_snippet("12", "~/.workbench/slurm"),
+        remote_scripts.cancel_snippet("12"),
+        *(remote_scripts.pull_snippet(rt, "nvcr.io/nvidia/x:1", "~/sif") for rt in RUNTIMES),
     ]
     for snippet in snippets:
         assert syntax_ok(snippet, shell), snippet
@@ -376,7 +375,7 @@ def run_pull_snippet(tmp_path: Path, password: str) -> subprocess.CompletedProce
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "apptainer").write_text(STANDIN_APPTAINER)
     (bin_dir / "apptainer").chmod(0o755)
-    snippet = slurm.pull_snippet("apptainer", "nvcr.io/nvidia/pytorch:24.05-py3", "~/sif")
+    snippet = remote_scripts.pull_snippet("apptainer", "nvcr.io/nvidia/pytorch:24.05-py3", "~/sif")
     return subprocess.run(
         ["sh", "-c", snippet],
         input=f"$oauthtoken\n{password}\n",

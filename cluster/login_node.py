@@ -1,0 +1,107 @@
+"""Talking to the login node: one sh snippet per call over the SSH connection Fabric holds.
+
+Every remote command is a POSIX sh snippet run with `sh -c`, whatever the
+user's login shell; data for it (a batch script, registry credentials) goes
+in on stdin, so secrets never appear in a command line, a file or a log.
+The snippets exit 3 when the login node lacks something (a runtime, an
+image) and 4 when Slurm or the pull tool refused; their stderr is the one
+line the task reports.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from dataclasses import dataclass
+
+from fabric import Connection
+from invoke.context import Context
+from invoke.exceptions import Exit
+
+EXIT_BAD_INPUT = 2
+PRECONDITION = 3  # the login node lacks something
+REFUSED = 4  # Slurm or the pull tool said no
+
+_FOUND_RUNTIMES = (
+    'found=""; for b in apptainer singularity ch-run; do '
+    'command -v "$b" >/dev/null 2>&1 && found="$found $b"; done; '
+    '[ -n "$found" ] || found=" none"'
+)
+
+
+def fail(task_name: str, message: str, code: int = 1) -> Exit:
+    """The one-line error a task ends with (fab prints it to stderr)."""
+    first = " ".join(message.split())
+    return Exit(f"slurm.{task_name}: {first}", code=code)
+
+
+def connection(c: Context, task_name: str) -> Connection:
+    if not isinstance(c, Connection):
+        raise fail(
+            task_name, f"needs the login node: fab -H user@login-node slurm.{task_name} ...",
+            EXIT_BAD_INPUT,
+        )  # fmt: skip
+    return c
+
+
+@dataclass(frozen=True)
+class RemoteResult:
+    exited: int
+    stdout: str
+    stderr: str
+
+
+def run(c: Connection, snippet: str, stdin: str = "") -> RemoteResult:
+    """Run a sh snippet on the login node with `stdin` as its input; never raises on exit code.
+
+    This drives the SSH channel itself rather than `c.run(in_stream=...)`:
+    invoke feeds in_stream one character per 10 ms poll (a 3 kB script took
+    30 s) and can close the channel's stdin before the last byte is sent.
+    Here the whole input goes in one write, then EOF, on the connection
+    Fabric already holds (its gateway and ssh_config settings included).
+    Every snippet reads all of stdin before it writes anything, so the write
+    cannot stall behind output nobody is reading yet.
+    """
+    c.open()
+    transport = c.client.get_transport()
+    if transport is None:  # open() failed without raising
+        raise fail("remote", f"no SSH transport to {c.host}")
+    channel = transport.open_session()
+    try:
+        channel.exec_command("sh -c " + shlex.quote(snippet))
+        if stdin:
+            channel.sendall(stdin.encode())
+        channel.shutdown_write()
+        out, err = bytearray(), bytearray()
+        while True:
+            idle = True
+            if channel.recv_ready():
+                out += channel.recv(65536)
+                idle = False
+            if channel.recv_stderr_ready():
+                err += channel.recv_stderr(65536)
+                idle = False
+            if idle and channel.exit_status_ready():
+                # Exit status can arrive before the last output; drain it.
+                if not (channel.recv_ready() or channel.recv_stderr_ready()):
+                    break
+            elif idle:
+                time.sleep(0.005)
+        return RemoteResult(
+            channel.recv_exit_status(),
+            out.decode(errors="replace"),
+            err.decode(errors="replace"),
+        )
+    finally:
+        channel.close()
+
+
+def require_command(executable: str, purpose: str, list_runtimes: bool = False) -> str:
+    """sh that stops (exit 3) with a one-line reason when `executable` is not on PATH."""
+    found = f"{_FOUND_RUNTIMES}; " if list_runtimes else ""
+    tail = "; found:$found" if list_runtimes else ""
+    return (
+        f"command -v {executable} >/dev/null 2>&1 || {{ {found}"
+        f'echo "{executable} not found on the login node ({purpose}){tail}" >&2; '
+        f"exit {PRECONDITION}; }}\n"
+    )
