@@ -26,6 +26,10 @@ LABEL_TOKEN = "org.gpu-workbench.token-sha256"
 # still sees what the image has (no second torch or numpy).
 PACKAGES_DIR = ".gpu-workbench/python"  # under the workspace
 PYTHONUSERBASE = f"/workspace/{PACKAGES_DIR}"
+# The host's own Jupyter token (mode 600), under the login user's home; the
+# idle check reads it too.
+TOKEN_DIR = ".config/gpu-workbench"
+TOKEN_FILE = f"{TOKEN_DIR}/jupyter_token"
 
 # JupyterLab reads its token from JUPYTER_TOKEN (passed with --env-file, so it
 # is never on a command line). Clara Train images also carry start_aiaa.sh;
@@ -115,6 +119,15 @@ def spec_for_image(name: str, image: str, preset: ImagePreset | None, workspace:
         start = "exec sleep infinity"
     return ContainerSpec(name=name, image=image, workspace=workspace, ports=ports,
                          command=("sh", "-c", START_AIAA_IF_PRESENT + start), env=env)
+
+
+def workspace_path(workspace: str, home: str) -> str:
+    """--workspace on the host: ~ is the login user's home."""
+    if workspace == "~":
+        return home
+    if workspace.startswith("~/"):
+        return f"{home}/{workspace[2:]}"
+    return workspace
 
 
 def token_fingerprint(token: str) -> str:

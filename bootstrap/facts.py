@@ -1,192 +1,109 @@
-"""Everything the steps need to know about a host, read in one remote command.
+"""What a step needs to know about a host, and how all of it is read in one command.
 
-The script first waits (bounded) for cloud-init and the dpkg lock, then prints
-every fact in "@@name" sections. Steps decide from these facts alone and pay a
-round trip only for what they change.
+A Fact is a remote snippet that prints one thing and the parser of that
+output, as in pyinfra. Each step declares the facts it needs beside its own
+logic (bootstrap/steps/*.py); this module holds the Fact type, the batching
+and the few facts several steps share. The runner puts every wanted step's
+facts into one remote command, so a bootstrap that changes nothing costs one
+round trip, and hands each step only what it declared.
+
+Snippets run in one sh process, in order: a fact may read shell variables a
+fact it `needs` has set (LOGIN sets $user and $home), and every snippet may
+read $wb_start (when the facts command started, for bounded waits).
 """
 
-# ruff: noqa: E501  (embedded shell scripts stay on one line each, as a shell reader expects)
+
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import shlex
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
-from bootstrap.remote import parse_sections
+from bootstrap.options import BootstrapOptions
+from bootstrap.remote import SECTION_MARK, parse_sections
 
-TOKEN_DIR = ".config/gpu-workbench"
-TOKEN_FILE = f"{TOKEN_DIR}/jupyter_token"
-
-# Files whose permissions `--chmod-home` leaves alone: sshd refuses a
-# world-readable key dir setup on some configs, and the token is a secret.
-CHMOD_HOME_PRUNE = (".ssh", TOKEN_DIR)
+T = TypeVar("T")
 
 
-# The MLflow tracking server's container (bootstrap/steps/mlflow.py).
-MLFLOW_CONTAINER = "workbench-mlflow"
-# Beside the extra packages in the workspace: the sha256 of the requirements installed.
-PACKAGES_HASH_FILE = "requirements.sha256"
+@dataclass(frozen=True, eq=False)
+class Fact(Generic[T]):
+    """One thing about a host: `command(options)` prints it, `parse(text)` reads it."""
+
+    name: str
+    command: Callable[[BootstrapOptions], str]
+    parse: Callable[[str], T]
+    # Facts whose shell variables this command reads; gathered first.
+    needs: tuple[Fact[Any], ...] = ()
+
+    def __repr__(self) -> str:
+        return f"Fact({self.name})"
 
 
-def facts_script(*, wait_timeout: float, container_name: str, chmod_home: bool,
-                 workspace: str = "~/workspace", packages_dir: str = ".gpu-workbench/python"
-                 ) -> str:
-    prune = " -o ".join(f'-path "$home/{p}"' for p in CHMOD_HOME_PRUNE)
-    chmod_probe = (
-        f'find "$home" \\( {prune} \\) -prune -o ! -type l \\( '
-        r'\( -type d ! -perm -005 \) -o \( ! -type d ! -perm -004 \) '
-        r'-o \( ! -type d -perm /111 ! -perm -001 \) \) -print -quit 2>/dev/null'
-        if chmod_home else ":"
-    )
-    name = shlex.quote(container_name)
-    # The workspace as the host sees it: ~ is the login user's home.
-    ws = ('"$home"' + shlex.quote(workspace[1:]) if workspace.startswith("~")
-          else shlex.quote(workspace))
-    return rf"""
-export LC_ALL=C
-user=${{SUDO_USER:-$(id -un)}}
-home=$(getent passwd "$user" | cut -d: -f6)
-say() {{ printf '\n@@%s\n' "$1"; }}
-say user; echo "$user"
-say home; echo "$home"
-say group; id -gn "$user"
-start=$(date +%s); deadline=$(( start + {int(wait_timeout)} ))
+def with_needs(facts: Iterable[Fact[Any]]) -> list[Fact[Any]]:
+    """Every fact once, each after the facts it needs, otherwise in the given order."""
+    ordered: list[Fact[Any]] = []
 
-say cloud_init
-if command -v cloud-init >/dev/null 2>&1; then
-  timeout {int(wait_timeout)} cloud-init status --wait >/dev/null 2>&1; rc=$?
-  echo "rc=$rc"; cloud-init status 2>/dev/null | head -n 1
-else
-  echo absent
-fi
+    def add(fact: Fact[Any]) -> None:
+        if fact in ordered:
+            return
+        for need in fact.needs:
+            add(need)
+        ordered.append(fact)
 
-say dpkg_lock
-# apt takes fcntl locks on these files; flock(1) would not see them, fuser does.
-lock_holders() {{
-  if command -v fuser >/dev/null 2>&1; then
-    fuser /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock 2>/dev/null | tr -s ' \n' ' '
-  elif command -v lsof >/dev/null 2>&1; then
-    lsof -t /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock 2>/dev/null | tr -s ' \n' ' '
-  fi
-}}
-if [ ! -e /var/lib/dpkg/lock-frontend ] && [ ! -e /var/lib/dpkg/lock ]; then
-  echo "absent"
-elif ! command -v fuser >/dev/null 2>&1 && ! command -v lsof >/dev/null 2>&1; then
-  echo "unknown (neither fuser nor lsof)"
-else
-  waited=0
-  while holders=$(lock_holders); [ -n "$(echo $holders)" ] && [ "$(date +%s)" -lt "$deadline" ]; do
-    sleep 1; waited=$((waited + 1))
-  done
-  if [ -n "$(echo $holders)" ]; then
-    first=$(echo $holders | cut -d' ' -f1)
-    echo "held by pid $(echo $holders) ($(cat /proc/$first/comm 2>/dev/null)) after ${{waited}}s"
-  else
-    echo "free waited=$waited"
-  fi
-fi
-
-say bashrc
-if [ -f "$home/.bashrc" ]; then base64 -w0 "$home/.bashrc"; echo; else echo absent; fi
-say chmod_home
-{chmod_probe}
-
-say daemon_json
-if [ -e /etc/docker/daemon.json ]; then base64 -w0 /etc/docker/daemon.json; echo; else echo absent; fi
-say nvidia_runtime_bin
-command -v nvidia-container-runtime || echo absent
-say dockerd
-command -v dockerd || echo absent
-say docker_info
-if wb_info=$(timeout 30 docker info --format '{{{{json .}}}}' 2>/dev/null); then echo "$wb_info"; else echo down; fi
-say sys_vendor
-cat /sys/class/dmi/id/sys_vendor 2>/dev/null
-say waagent
-if [ -d /var/lib/waagent ]; then echo yes; else echo no; fi
-say mnt
-if [ -d /mnt ]; then echo yes; else echo no; fi
-say compose
-if wb_c=$(docker compose version 2>&1); then echo "$wb_c" | head -n 1; echo rc=0; else echo rc=1; fi
-say container
-docker inspect --type container {name} --format '{{{{json .}}}}' 2>/dev/null || echo absent
-say token
-cat "$home/{TOKEN_FILE}" 2>/dev/null
-say apt
-command -v apt-get || echo absent
-say gpu
-# Driver, compute capability and model, for the image compatibility check (one line per GPU).
-if command -v nvidia-smi >/dev/null 2>&1; then
-  wb_g=$(timeout 30 nvidia-smi --query-gpu=driver_version,compute_cap,name --format=csv,noheader 2>&1); wb_rc=$?
-  echo "$wb_g" | head -n 16; echo "rc=$wb_rc"
-else echo absent; fi
-say packages_sha
-cat {ws}/{shlex.quote(packages_dir)}/{PACKAGES_HASH_FILE} 2>/dev/null
-say mlflow
-docker inspect --type container {MLFLOW_CONTAINER} --format '{{{{json .}}}}' 2>/dev/null || echo absent
-"""
+    for fact in facts:
+        add(fact)
+    names = [f.name for f in ordered]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise ValueError(f"two facts share a name: {', '.join(sorted(duplicates))}")
+    return ordered
 
 
-@dataclass
-class Facts:
-    user: str
-    home: str
-    group: str
-    cloud_init: str
-    dpkg_lock: str
-    bashrc: bytes | None
-    chmod_home_offender: str
-    daemon_json: bytes | None
-    nvidia_runtime_bin: str | None
-    dockerd_bin: str | None
-    docker_info: dict[str, Any] | None  # None: dockerd not answering
-    sys_vendor: str
-    waagent: bool
-    has_mnt: bool
-    compose_version: str | None
-    container: dict[str, Any] | None
-    token: str | None
-    has_apt: bool
-    gpu: str = "absent"  # nvidia-smi's csv lines then rc=N, or "absent"
-    packages_sha: str | None = None  # of the extra packages last installed
-    mlflow: dict[str, Any] | None = None  # docker inspect of the MLflow container
-    raw: dict[str, str] = field(default_factory=dict, repr=False)
-
-    @property
-    def docker_running(self) -> bool:
-        return self.docker_info is not None
-
-    @property
-    def docker_runtimes(self) -> list[str]:
-        return sorted((self.docker_info or {}).get("Runtimes") or {})
-
-    @property
-    def docker_root_dir(self) -> str | None:
-        return (self.docker_info or {}).get("DockerRootDir")
-
-    @property
-    def daemon_json_sha256(self) -> str | None:
-        return None if self.daemon_json is None else hashlib.sha256(self.daemon_json).hexdigest()
-
-    @property
-    def bashrc_sha256(self) -> str | None:
-        return None if self.bashrc is None else hashlib.sha256(self.bashrc).hexdigest()
+def facts_command(facts: Iterable[Fact[Any]], options: BootstrapOptions) -> str:
+    """One sh script that prints every fact (and what they need) in "@@name" sections."""
+    parts = ["export LC_ALL=C", "wb_start=$(date +%s)"]
+    for fact in with_needs(facts):
+        parts.append(f"printf '\\n{SECTION_MARK}%s\\n' {fact.name}")
+        parts.append(fact.command(options).strip("\n"))
+    # A fact reports a failed probe in its own output ("absent", "rc=1"): the
+    # last probe's exit status says nothing about the command as a whole.
+    parts.append("exit 0")
+    return "\n".join(parts) + "\n"
 
 
-def _b64_or_none(value: str) -> bytes | None:
+class FactsIncomplete(ValueError):
+    """The facts command's output lacks a fact: it was cut short; nothing is guessed."""
+
+
+def parse_facts(output: str, facts: Iterable[Fact[Any]]) -> dict[str, Any]:
+    """{fact name: parsed value} for every fact (and what they need) in `output`."""
+    sections = parse_sections(output)
+    wanted = with_needs(facts)
+    missing = [fact.name for fact in wanted if fact.name not in sections]
+    if missing:
+        raise FactsIncomplete(f"the facts command printed nothing for {', '.join(missing)}")
+    return {fact.name: fact.parse(sections[fact.name]) for fact in wanted}
+
+
+# --- small parsers the facts share --------------------------------------------------------
+
+def b64_or_none(value: str) -> bytes | None:
+    """A file sent as base64, or None where the snippet printed "absent"."""
     value = value.strip()
     return None if value == "absent" else base64.b64decode(value)
 
 
-def _path_or_none(value: str) -> str | None:
+def path_or_none(value: str) -> str | None:
+    """`command -v X || echo absent`: the path, or None."""
     value = value.strip()
     return None if value in ("", "absent") else value
 
 
-def _json_or_none(value: str) -> dict[str, Any] | None:
+def json_object_or_none(value: str) -> dict[str, Any] | None:
+    """A JSON object (docker info/inspect), or None for absent, down or unreadable."""
     value = value.strip()
     if value in ("", "absent", "down"):
         return None
@@ -203,32 +120,83 @@ def _json_or_none(value: str) -> dict[str, Any] | None:
     return data
 
 
-def parse_facts(output: str) -> Facts:
-    s = parse_sections(output)
-    compose = s.get("compose", "")
-    compose_lines = compose.splitlines()
-    compose_ok = bool(compose_lines) and compose_lines[-1] == "rc=0"
-    return Facts(
-        user=s.get("user", ""),
-        home=s.get("home", ""),
-        group=s.get("group", ""),
-        cloud_init=s.get("cloud_init", ""),
-        dpkg_lock=s.get("dpkg_lock", ""),
-        bashrc=_b64_or_none(s.get("bashrc", "absent")),
-        chmod_home_offender=s.get("chmod_home", "").strip(),
-        daemon_json=_b64_or_none(s.get("daemon_json", "absent")),
-        nvidia_runtime_bin=_path_or_none(s.get("nvidia_runtime_bin", "")),
-        dockerd_bin=_path_or_none(s.get("dockerd", "")),
-        docker_info=_json_or_none(s.get("docker_info", "")),
-        sys_vendor=s.get("sys_vendor", "").strip(),
-        waagent=s.get("waagent", "").strip() == "yes",
-        has_mnt=s.get("mnt", "").strip() == "yes",
-        compose_version=compose_lines[0] if compose_ok else None,
-        container=_json_or_none(s.get("container", "")),
-        token=s.get("token", "").strip() or None,
-        has_apt=_path_or_none(s.get("apt", "")) is not None,
-        gpu=s.get("gpu", "absent").strip() or "absent",
-        packages_sha=s.get("packages_sha", "").strip() or None,
-        mlflow=_json_or_none(s.get("mlflow", "")),
-        raw=s,
-    )
+# --- facts several steps share --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Login:
+    """The user the bootstrap works for: the SSH login (not root, even under sudo)."""
+
+    user: str
+    home: str
+    group: str
+
+
+def _parse_login(text: str) -> Login:
+    lines = [*text.splitlines(), "", "", ""]
+    return Login(user=lines[0].strip(), home=lines[1].strip(), group=lines[2].strip())
+
+
+LOGIN: Fact[Login] = Fact(
+    "login",
+    # Sets $user and $home for the facts that need them.
+    lambda _: 'user=${SUDO_USER:-$(id -un)}\nhome=$(getent passwd "$user" | cut -d: -f6)\n'
+              'echo "$user"; echo "$home"; id -gn "$user"',
+    _parse_login,
+)
+
+
+@dataclass(frozen=True)
+class DockerInfo:
+    """`docker info` of a running dockerd."""
+
+    raw: dict[str, Any]
+
+    @property
+    def runtimes(self) -> list[str]:
+        return sorted(self.raw.get("Runtimes") or {})
+
+    @property
+    def root_dir(self) -> str | None:
+        return self.raw.get("DockerRootDir")
+
+
+def _parse_docker_info(text: str) -> DockerInfo | None:
+    raw = json_object_or_none(text)
+    return None if raw is None else DockerInfo(raw)
+
+
+DOCKER_INFO: Fact[DockerInfo | None] = Fact(
+    "docker_info",
+    lambda _: "if wb_info=$(timeout 30 docker info --format '{{json .}}' 2>/dev/null); "
+              'then echo "$wb_info"; else echo down; fi',
+    _parse_docker_info,
+)
+
+DAEMON_JSON: Fact[bytes | None] = Fact(
+    "daemon_json",
+    lambda _: "if [ -e /etc/docker/daemon.json ]; then base64 -w0 /etc/docker/daemon.json; echo; "
+              "else echo absent; fi",
+    b64_or_none,
+)
+
+
+@dataclass(frozen=True)
+class CloudHints:
+    """What tells a cloud apart from inside the VM (only Azure changes what we do)."""
+
+    sys_vendor: str
+    waagent: bool  # /var/lib/waagent: the Azure Linux agent
+
+
+def _parse_cloud_hints(text: str) -> CloudHints:
+    values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    return CloudHints(sys_vendor=values.get("sys_vendor", "").strip(),
+                      waagent=values.get("waagent", "").strip() == "yes")
+
+
+CLOUD_HINTS: Fact[CloudHints] = Fact(
+    "cloud_hints",
+    lambda _: 'echo "sys_vendor=$(cat /sys/class/dmi/id/sys_vendor 2>/dev/null)"\n'
+              'if [ -d /var/lib/waagent ]; then echo waagent=yes; else echo waagent=no; fi',
+    _parse_cloud_hints,
+)

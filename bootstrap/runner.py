@@ -12,6 +12,13 @@ from collections.abc import Callable, Sequence
 
 from fabric import Connection
 
+from bootstrap.facts import (
+    DAEMON_JSON,
+    DOCKER_INFO,
+    FactsIncomplete,
+    facts_command,
+    parse_facts,
+)
 from bootstrap.options import BootstrapOptions
 from bootstrap.recap import HostReport, Status, StepResult, format_step_line
 from bootstrap.remote import HostError, Remote
@@ -29,24 +36,24 @@ from bootstrap.steps import (
     umask,
     wait,
 )
-from bootstrap.steps.base import HostContext, StepFailed, StepOutcome
+from bootstrap.steps.base import HostContext, Step, StepFailed
 
-STEPS: dict[str, Callable[[HostContext], StepOutcome]] = {
-    "wait": wait.run,
+STEPS: dict[str, Step] = {step.name: step for step in (
+    wait.STEP,  # always first: its facts wait for cloud-init and apt
     # Before anything changes: an image that cannot run here stops the host at once.
-    "compat": compat.run,
-    "umask": umask.run,
-    "nvidia-runtime": nvidia_runtime.run,
-    "data-root": data_root.run,
+    compat.STEP,
+    umask.STEP,
+    nvidia_runtime.STEP,
+    data_root.STEP,
     # Before the container: its workspace may live on the data volume.
-    "data-volume": data_volume.run,
-    "compose": compose.run,
-    "container": container.run,
-    "packages": packages.run,
-    "mlflow": mlflow.run,
-    "autostop": autostop.run,
-    "check": check.run,
-}
+    data_volume.STEP,
+    compose.STEP,
+    container.STEP,
+    packages.STEP,
+    mlflow.STEP,
+    autostop.STEP,
+    check.STEP,
+)}
 ALL_STEPS = tuple(STEPS)
 # Steps a plain bootstrap leaves out unless asked (--mlflow).
 OPTIONAL_STEPS = ("mlflow",)
@@ -57,7 +64,12 @@ def bootstrap_host(connection: Connection, options: BootstrapOptions,
                    steps: Sequence[str] = DEFAULT_STEPS,
                    emit: Callable[[str], None] = print,
                    emit_error: Callable[[str], None] | None = None) -> HostReport:
-    """Run `steps` (wait is always first: it reads the facts) on one host."""
+    """Run `steps` on one host (wait always first).
+
+    The host's facts for every wanted step are read in one remote command
+    before any step runs; that read is part of the wait step, which also
+    owns the SSH connect (retried while the VM boots).
+    """
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
         raise ValueError(f"unknown steps: {', '.join(unknown)}")
@@ -69,6 +81,7 @@ def bootstrap_host(connection: Connection, options: BootstrapOptions,
     failed = False
     try:
         for name in wanted:
+            step = STEPS[name]
             if failed:
                 result = StepResult(name, Status.SKIPPED, 0.0, "not run: an earlier step failed")
                 report.steps.append(result)
@@ -76,7 +89,10 @@ def bootstrap_host(connection: Connection, options: BootstrapOptions,
                 continue
             t0 = time.monotonic()
             try:
-                outcome = STEPS[name](ctx)
+                if name == "wait":
+                    _gather(ctx, [STEPS[n] for n in wanted])
+                ctx.step = step
+                outcome = step.run(ctx)
                 result = StepResult(name, outcome.status, time.monotonic() - t0, outcome.message)
             except HostError as exc:
                 # Unreachable, wrong key, sudo without password: one line per host.
@@ -93,3 +109,25 @@ def bootstrap_host(connection: Connection, options: BootstrapOptions,
         report.commands_sent = remote.commands_sent
         report.notes = ctx.notes + ctx.service_notes()
     return report
+
+
+def _gather(ctx: HostContext, steps: Sequence[Step]) -> None:
+    """Connect, then read every fact the steps declared in one remote command."""
+    o = ctx.options
+    ctx.connect_tries = ctx.remote.connect(
+        o.wait_timeout,
+        on_retry=lambda n, delay, why: ctx.emit(
+            f"{ctx.remote.label}  wait: SSH not ready ({why}); try {n + 1} in {delay:.1f}s"),
+    )
+    facts = [fact for step in steps for fact in step.facts]
+    # Waiting for cloud-init and apt is bounded by wait_timeout; the rest is quick.
+    result = ctx.remote.run(facts_command(facts, o), timeout=2 * o.wait_timeout + 120)
+    if not result.ok:
+        raise StepFailed(f"reading facts failed: {result.error_line()}")
+    try:
+        ctx.gathered = parse_facts(result.stdout, facts)
+    except FactsIncomplete as exc:
+        raise StepFailed(f"reading facts failed: {exc}") from exc
+    # What later steps change, they record here; they start from the facts.
+    ctx.daemon_json = ctx.gathered.get(DAEMON_JSON.name)
+    ctx.docker_running = ctx.gathered.get(DOCKER_INFO.name) is not None

@@ -15,9 +15,10 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from bootstrap.facts import TOKEN_FILE
+from bootstrap.container_spec import TOKEN_FILE
+from bootstrap.facts import CLOUD_HINTS, LOGIN, Fact
 from bootstrap.shell import atomic_write
-from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, changed, ok
+from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok
 
 ONHOST = Path(__file__).resolve().parent.parent / "onhost"
 SCRIPT = "/usr/local/lib/gpu-workbench/workbench_idle_check.py"
@@ -25,8 +26,6 @@ CONFIG = "/etc/gpu-workbench/autostop.conf"
 SERVICE = "/etc/systemd/system/workbench-idle-check.service"
 TIMER = "/etc/systemd/system/workbench-idle-check.timer"
 WANTS_LINK = "/etc/systemd/system/timers.target.wants/workbench-idle-check.timer"
-SECTION = "autostop"
-DEFAULT_MINUTES = 60
 JUPYTER_URL = "http://127.0.0.1:8890"
 
 
@@ -63,7 +62,6 @@ def wanted_files(cloud: str, minutes: int, home: str) -> tuple[InstalledFile, ..
 def facts_snippet() -> str:
     paths = " ".join(shlex.quote(p) for p in (SCRIPT, CONFIG, SERVICE, TIMER))
     return rf"""
-printf '\n@@{SECTION}\n'
 for p in {paths}; do
   if [ -f "$p" ]; then echo "$p $(sha256sum "$p" | cut -c1-64) $(stat -c %a "$p")"
   else echo "$p absent"; fi
@@ -98,15 +96,18 @@ def parse(section: str) -> AutostopFacts:
     return AutostopFacts(files, link, systemd)
 
 
+INSTALLED: Fact[AutostopFacts] = Fact("autostop", lambda _: facts_snippet(), parse)
+
+
 def run(ctx: HostContext) -> StepOutcome:
     o = ctx.options
-    minutes = int(getattr(o, "autostop_minutes", DEFAULT_MINUTES))
-    cloud = o.cloud or ("azure" if ctx.facts.waagent else "aws")
-    f = parse(ctx.facts.raw[SECTION])  # read by the wait step's one facts command
+    minutes = o.autostop_minutes
+    cloud = o.cloud or ("azure" if ctx.fact(CLOUD_HINTS).waagent else "aws")
+    f = ctx.fact(INSTALLED)
 
     actions: list[tuple[str, str]] = []  # (done, to do): for the report and --check
     script: list[str] = []
-    for want in wanted_files(cloud, minutes, ctx.facts.home):
+    for want in wanted_files(cloud, minutes, ctx.fact(LOGIN).home):
         have = f.files.get(want.path)
         digest = hashlib.sha256(want.content).hexdigest()
         if have is not None and have[0] == digest and have[1] == want.mode:
@@ -153,3 +154,6 @@ def run(ctx: HostContext) -> StepOutcome:
     if not result.ok:
         raise StepFailed(result.error_line())
     return changed(f"{policy}: " + "; ".join(done for done, _ in actions))
+
+
+STEP = Step("autostop", run, facts=(LOGIN, CLOUD_HINTS, INSTALLED))

@@ -1,15 +1,18 @@
-"""What every step gets (HostContext) and gives back (StepOutcome or StepFailed)."""
+"""What a step is (Step), gets (HostContext) and gives back (StepOutcome or StepFailed)."""
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from bootstrap.facts import Facts
+from bootstrap.facts import Fact, with_needs
 from bootstrap.options import BootstrapOptions
 from bootstrap.recap import Status
 from bootstrap.remote import Remote
+
+T = TypeVar("T")
 
 
 class StepFailed(Exception):
@@ -34,6 +37,22 @@ def skipped(message: str = "") -> StepOutcome:
     return StepOutcome(Status.SKIPPED, message)
 
 
+@dataclass(frozen=True)
+class Step:
+    """One bootstrap step: the facts it reads, and the run that compares and changes.
+
+    `run` sees only the facts listed here (and what they need): the runner
+    gathers them with every other step's in one command before any step runs.
+    """
+
+    name: str
+    run: Callable[[HostContext], StepOutcome]
+    facts: tuple[Fact[Any], ...] = ()
+
+    def declares(self, fact: Fact[Any]) -> bool:
+        return fact in with_needs(self.facts)
+
+
 @dataclass
 class HostContext:
     """One host's run. Steps read facts from here and record what they changed,
@@ -42,7 +61,9 @@ class HostContext:
     remote: Remote
     options: BootstrapOptions
     emit: Callable[[str], None]
-    facts_: Facts | None = None
+    gathered: dict[str, Any] = field(default_factory=dict)  # fact name -> parsed value
+    step: Step | None = None  # the step running now
+    connect_tries: int = 0
     daemon_json: bytes | None = None  # current bytes, updated after each write
     docker_running: bool = False
     notes: list[str] = field(default_factory=list)
@@ -50,6 +71,16 @@ class HostContext:
     # tunnel command printed after the recap (see service_notes).
     services: list[tuple[str, str, int]] = field(default_factory=list)
     tunnel_extra: set[int] = field(default_factory=set)  # forwarded, no URL of its own
+
+    def fact(self, fact: Fact[T]) -> T:
+        """A fact the running step declared; asking for another is a bug in the step."""
+        if self.step is not None and not self.step.declares(fact):
+            raise RuntimeError(f"step {self.step.name} reads fact {fact.name} "
+                               "without declaring it")
+        if fact.name not in self.gathered:
+            raise RuntimeError(f"fact {fact.name} was not gathered")
+        value: T = self.gathered[fact.name]
+        return value
 
     def add_service(self, what: str, url: str, port: int) -> None:
         self.services.append((what, url, port))
@@ -72,12 +103,6 @@ class HostContext:
         forwards = " ".join(f"-L {p}:localhost:{p}" for p in ports)
         lines.append(f"{'tunnel:':<{width}}ssh {key_opt}{port_opt}{forwards} {c.user}@{c.host}")
         return lines
-
-    @property
-    def facts(self) -> Facts:
-        if self.facts_ is None:
-            raise RuntimeError("facts not gathered: the wait step runs first")
-        return self.facts_
 
     def would(self, what: str) -> StepOutcome:
         """The outcome of a change in --check mode: nothing done, say what would be."""

@@ -7,7 +7,7 @@ import json
 import shlex
 
 from bootstrap.gpu_diagnosis import GpuProbe, diagnose
-from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, ok, skipped
+from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, ok, skipped
 
 PROBE = r"""
 say() { printf '\n@@%s\n' "$1"; }
@@ -56,3 +56,7 @@ def run(ctx: HostContext) -> StepOutcome:
     gpus = [ln for ln in probe.host_smi_output.splitlines() if ln.startswith("GPU ")]
     return ok(f"{len(gpus)} GPU(s) on the host and in {image}: "
               + (gpus[0] if gpus else ""))
+
+
+# No facts: it probes the GPU at the end, after the container step changed things.
+STEP = Step("check", run)

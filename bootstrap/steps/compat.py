@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, ok, skipped
+from bootstrap.facts import Fact
+from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, ok, skipped
 from components.catalog import Gpu
 from components.images import Incompatible, check_driver, check_gpu
 
@@ -48,9 +49,20 @@ def parse_gpu_section(section: str) -> HostGpus | str:
     return HostGpus(driver=sorted(drivers)[0], capabilities=tuple(caps), names=tuple(names))
 
 
+# Driver, compute capability and model, one line per GPU, then nvidia-smi's exit code.
+GPUS: Fact[HostGpus | str] = Fact(
+    "gpu",
+    lambda _: "if command -v nvidia-smi >/dev/null 2>&1; then\n"
+              "  wb_g=$(timeout 30 nvidia-smi --query-gpu=driver_version,compute_cap,name "
+              "--format=csv,noheader 2>&1); wb_rc=$?\n"
+              '  echo "$wb_g" | head -n 16; echo "rc=$wb_rc"\n'
+              "else echo absent; fi",
+    parse_gpu_section)
+
+
 def run(ctx: HostContext) -> StepOutcome:
     o = ctx.options
-    gpus = parse_gpu_section(ctx.facts.gpu)
+    gpus = ctx.fact(GPUS)
     preset = o.preset
     if isinstance(gpus, str):
         return skipped(f"{gpus}: driver/GPU compatibility of {o.image_ref} not checked "
@@ -70,3 +82,6 @@ def run(ctx: HostContext) -> StepOutcome:
     text = (f"{preset.name} ({preset.image}, CUDA {preset.cuda_text}) fits driver "
             f"{gpus.driver} and the {name} (compute capability {cc_text})")
     return ok("; ".join([text, *warnings]))
+
+
+STEP = Step("compat", run, facts=(GPUS,))

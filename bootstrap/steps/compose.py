@@ -10,7 +10,8 @@ release, checked against its published sha256.
 
 from __future__ import annotations
 
-from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, changed, ok
+from bootstrap.facts import Fact, path_or_none
+from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok
 
 COMPOSE_RELEASE = "v2.29.7"
 APT_PACKAGES = ("docker-compose-plugin", "docker-compose-v2")
@@ -52,12 +53,28 @@ echo "@@installed"; echo "$v via $method"
 """
 
 
+def _parse_compose(text: str) -> str | None:
+    """The first line of `docker compose version` when it worked, else None."""
+    lines = text.splitlines()
+    return lines[0] if lines and lines[-1] == "rc=0" else None
+
+
+COMPOSE_VERSION: Fact[str | None] = Fact(
+    "compose",
+    lambda _: 'if wb_c=$(docker compose version 2>&1); then echo "$wb_c" | head -n 1; echo rc=0; '
+              "else echo rc=1; fi",
+    _parse_compose)
+HAS_APT: Fact[bool] = Fact(
+    "apt", lambda _: "command -v apt-get || echo absent",
+    lambda text: path_or_none(text) is not None)
+
+
 def run(ctx: HostContext) -> StepOutcome:
-    f = ctx.facts
-    if f.compose_version:
-        return ok(f.compose_version)
+    version = ctx.fact(COMPOSE_VERSION)
+    if version:
+        return ok(version)
     if ctx.options.check:
-        via = "apt" if f.has_apt else f"GitHub release {COMPOSE_RELEASE}"
+        via = "apt" if ctx.fact(HAS_APT) else f"GitHub release {COMPOSE_RELEASE}"
         return ctx.would(f"install the docker compose plugin (via {via})")
     script = INSTALL.replace("@PACKAGES@", " ".join(APT_PACKAGES)).replace(
         "@RELEASE@", COMPOSE_RELEASE)
@@ -65,3 +82,6 @@ def run(ctx: HostContext) -> StepOutcome:
     if not result.ok:
         raise StepFailed(result.error_line())
     return changed(f"installed: {result.sections().get('installed', '').strip()}")
+
+
+STEP = Step("compose", run, facts=(COMPOSE_VERSION, HAS_APT))

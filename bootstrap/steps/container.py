@@ -16,75 +16,83 @@ settings differ.
 from __future__ import annotations
 
 import shlex
+from typing import Any
 
 from bootstrap.container_spec import (
+    TOKEN_DIR,
+    TOKEN_FILE,
     ContainerSpec,
     differences,
     needs_replace,
     spec_for_image,
+    workspace_path,
 )
-from bootstrap.facts import TOKEN_DIR, TOKEN_FILE
+from bootstrap.facts import LOGIN, Fact, json_object_or_none
 from bootstrap.shell import replace_container
-from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, changed, ok
+from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok
 
 q = shlex.quote
 # Where a given token lands first (SFTP, as the login user), to be moved into place.
 TOKEN_UPLOAD = ".gpu-workbench-token.new"
 
-
-def workspace_path(workspace: str, home: str) -> str:
-    if workspace == "~":
-        return home
-    if workspace.startswith("~/"):
-        return f"{home}/{workspace[2:]}"
-    return workspace
+CONTAINER: Fact[dict[str, Any] | None] = Fact(
+    "container",
+    lambda o: f"docker inspect --type container {q(o.container_name)} --format '{{{{json .}}}}' "
+              "2>/dev/null || echo absent",
+    json_object_or_none)
+HOST_TOKEN: Fact[str | None] = Fact(
+    "token", lambda _: f'cat "$home/{TOKEN_FILE}" 2>/dev/null',
+    lambda text: text.strip() or None, needs=(LOGIN,))
 
 
 def spec_for(ctx: HostContext) -> ContainerSpec:
     o = ctx.options
     return spec_for_image(o.container_name, o.image_ref, o.preset,
-                          workspace_path(o.workspace, ctx.facts.home),
+                          workspace_path(o.workspace, ctx.fact(LOGIN).home),
                           packages=bool(o.requirements))
 
 
 def run(ctx: HostContext) -> StepOutcome:
-    f = ctx.facts
+    login = ctx.fact(LOGIN)
+    running = ctx.fact(CONTAINER)
+    host_token = ctx.fact(HOST_TOKEN)
     spec = spec_for(ctx)
     given = ctx.options.jupyter_token
-    token = given or f.token
-    reasons = differences(spec, f.container, token)
+    token = given or host_token
+    reasons = differences(spec, running, token)
     if not reasons:
         _add_services(ctx, spec, token or "")
         return ok(f"{spec.name} running {spec.image}")
     replace = needs_replace(reasons)
-    verb = ("replace" if f.container else "create") if replace else "start"
+    verb = ("replace" if running else "create") if replace else "start"
     why = f"from {spec.image}" if verb == "create" else f"({', '.join(reasons)})"
     if ctx.options.check:
         return ctx.would(f"{verb} {spec.name} {why}")
 
-    owner = f"{q(f.user)}:{q(f.group)}"
-    upload = f"{f.home}/{TOKEN_UPLOAD}"
+    home = login.home
+    owner = f"{q(login.user)}:{q(login.group)}"
+    upload = f"{home}/{TOKEN_UPLOAD}"
     move_given = ""
-    if given is not None and given != f.token:
+    if given is not None and given != host_token:
         ctx.remote.put_private(given.encode(), upload)
         # The token we were given, copied over SFTP, replaces the host's own.
         move_given = (f"chown {owner} {q(upload)} && chmod 600 {q(upload)} && "
-                      f"mv -f {q(upload)} {q(f.home)}/{TOKEN_FILE} || "
+                      f"mv -f {q(upload)} {q(home)}/{TOKEN_FILE} || "
                       '{ echo "ERROR: cannot move the given Jupyter token into place"; exit 1; }')
     script = [f"""
 set -u
-cfg={q(f.home)}/{TOKEN_DIR}
-for d in {q(f.home)}/.config "$cfg"; do
+cfg={q(home)}/{TOKEN_DIR}
+for d in {q(home)}/.config "$cfg"; do
   [ -d "$d" ] || {{ mkdir -m 700 "$d" && chown {owner} "$d"; }} || exit 1
 done
 {move_given}
-if [ ! -s {q(f.home)}/{TOKEN_FILE} ]; then
+if [ ! -s {q(home)}/{TOKEN_FILE} ]; then
   # 32 random bytes as hex; written under umask 077, then renamed into place.
   (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > "$cfg/.jupyter_token.tmp") &&
-    chown {owner} "$cfg/.jupyter_token.tmp" && mv -f "$cfg/.jupyter_token.tmp" {q(f.home)}/{TOKEN_FILE} ||
+    chown {owner} "$cfg/.jupyter_token.tmp" && mv -f "$cfg/.jupyter_token.tmp" {q(home)}/{TOKEN_FILE} ||
     {{ echo "ERROR: cannot write the Jupyter token"; exit 1; }}
 fi
-token=$(cat {q(f.home)}/{TOKEN_FILE})
+token=$(cat {q(home)}/{TOKEN_FILE})
 (umask 077; printf 'JUPYTER_TOKEN=%s\\n' "$token" > "$cfg/container.env") && chown {owner} "$cfg/container.env"
 token_sha=$(printf '%s' "$token" | sha256sum | cut -c1-12)
 ws={q(spec.workspace)}
@@ -128,3 +136,6 @@ def _add_services(ctx: HostContext, spec: ContainerSpec, token: str) -> None:
                             host_port)
         else:
             ctx.add_service(purpose, f"http://localhost:{host_port}/", host_port)
+
+
+STEP = Step("container", run, facts=(LOGIN, CONTAINER, HOST_TOKEN))

@@ -15,25 +15,31 @@ import shlex
 
 from bootstrap import daemon_json
 from bootstrap.daemon_json import DAEMON_JSON, DaemonJsonError
+from bootstrap.facts import CLOUD_HINTS, DOCKER_INFO, Fact
+from bootstrap.facts import DAEMON_JSON as DAEMON_JSON_FACT
 from bootstrap.shell import (
     DOCKERD_FUNCTIONS,
     VALIDATE_DAEMON_JSON,
     atomic_write,
     sha256_hex,
 )
-from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, changed, ok, skipped
+from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok, skipped
 
 AZURE_DATA_ROOT = "/mnt/docker"
+
+HAS_MNT: Fact[bool] = Fact(
+    "mnt", lambda _: "if [ -d /mnt ]; then echo yes; else echo no; fi",
+    lambda text: text.strip() == "yes")
 
 
 def is_azure(ctx: HostContext) -> tuple[bool, str]:
     cloud = ctx.options.cloud
     if cloud is not None:
         return cloud == "azure", f"--cloud {cloud}"
-    f = ctx.facts
-    if f.waagent:
+    hints = ctx.fact(CLOUD_HINTS)
+    if hints.waagent:
         return True, "detected: /var/lib/waagent"
-    if f.sys_vendor == "Microsoft Corporation":
+    if hints.sys_vendor == "Microsoft Corporation":
         return True, "detected: sys_vendor Microsoft Corporation"
     return False, "no Azure agent found"
 
@@ -42,18 +48,18 @@ def run(ctx: HostContext) -> StepOutcome:
     azure, why = is_azure(ctx)
     if not azure:
         return skipped(f"not Azure ({why})")
-    f = ctx.facts
     try:
         config = daemon_json.parse(ctx.daemon_json)
     except DaemonJsonError as exc:
         raise StepFailed(str(exc)) from exc
     # After the runtime step restarted/reloaded dockerd, the root dir read at
     # fact time is still right: a reload does not move data-root.
-    running_root = f.docker_root_dir if ctx.docker_running else None
+    info = ctx.fact(DOCKER_INFO)
+    running_root = info.root_dir if ctx.docker_running and info is not None else None
     configured = config.get("data-root")
     if configured == AZURE_DATA_ROOT and running_root == AZURE_DATA_ROOT:
         return ok(f"dockerd root is {AZURE_DATA_ROOT} ({why})")
-    if not f.has_mnt:
+    if not ctx.fact(HAS_MNT):
         raise StepFailed("/mnt does not exist: no Azure resource disk to move Docker to")
 
     source = running_root or configured or "/var/lib/docker"
@@ -104,3 +110,6 @@ then echo "ERROR: dockerd root dir is $(docker info --format '{{{{.DockerRootDir
         # Not deleted: it is the only copy until the user has seen the new root work.
         actions.append(f"{source} left in place, delete it to free the OS disk")
     return changed("; ".join(actions))
+
+
+STEP = Step("data-root", run, facts=(CLOUD_HINTS, DAEMON_JSON_FACT, DOCKER_INFO, HAS_MNT))

@@ -16,10 +16,11 @@ import shlex
 import uuid as uuidlib
 from dataclasses import dataclass
 
+from bootstrap.facts import LOGIN, Fact
+from bootstrap.options import BootstrapOptions
 from bootstrap.shell import atomic_write
-from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, changed, ok, skipped
+from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok, skipped
 
-DEFAULT_MOUNT = "/data"
 FS_LABEL = "workbench-data"
 # Where each cloud's attached data disk appears, most specific first. AWS Nitro
 # shows EBS as NVMe with the volume ID in the serial; Xen types keep /dev/xvdf.
@@ -29,11 +30,10 @@ CLOUD_DEVICES = (
     "/dev/xvdf",
     "/dev/sdf",
 )
-SECTION = "data_volume"
 
 
 def facts_snippet(device: str | None, mount: str, wait_seconds: int) -> str:
-    """Shell that prints the @@data_volume section; run inside the facts command."""
+    """Shell that prints what the step needs to know about the disk and the mount point."""
     candidates = " ".join(shlex.quote(d) for d in ([device] if device else CLOUD_DEVICES))
     aws_nvme = "" if device else (
         # EBS data volumes on Nitro: by-id names with the volume ID, not the root disk.
@@ -41,7 +41,6 @@ def facts_snippet(device: str | None, mount: str, wait_seconds: int) -> str:
         '[ -e "$d" ] || continue; case "$d" in *-part*) continue;; esac; '
         'r=$(readlink -f "$d"); [ "$r" = "$root_disk" ] && continue; echo "$d"; done; ')
     return rf"""
-printf '\n@@{SECTION}\n'
 root_src=$(findmnt -n -o SOURCE / 2>/dev/null)
 root_disk=/dev/$(lsblk -n -o PKNAME "$root_src" 2>/dev/null | head -n 1)
 wb_find() {{ for d in {candidates}; do [ -e "$d" ] && echo "$d"; done; {aws_nvme}}}
@@ -118,13 +117,21 @@ def fstab_with_mount(fstab: bytes | None, uuid: str, mount: str) -> bytes:
     return ("\n".join([*kept, line]) + "\n").encode()
 
 
+def _facts_command(o: BootstrapOptions) -> str:
+    device = o.data_device if o.data_device != "none" else None
+    return facts_snippet(device, o.data_mount, int(o.wait_timeout))
+
+
+VOLUME: Fact[VolumeFacts] = Fact("data_volume", _facts_command, parse)
+
+
 def run(ctx: HostContext) -> StepOutcome:
     o = ctx.options
-    device = getattr(o, "data_device", None)
-    mount = getattr(o, "data_mount", DEFAULT_MOUNT)
+    device = o.data_device
+    mount = o.data_mount
     if device == "none":
         return skipped("no data volume (--data-device none)")
-    f = parse(ctx.facts.raw[SECTION])  # read by the wait step's one facts command
+    f = ctx.fact(VOLUME)
     if f.device is None:
         if device:
             raise StepFailed(f"data device {device} not found after {o.wait_timeout:g}s")
@@ -135,7 +142,8 @@ def run(ctx: HostContext) -> StepOutcome:
         raise StepFailed(f"{f.device} has partitions; refusing to format it (mount one of them "
                          "with --data-device)")
 
-    user, group = ctx.facts.user, ctx.facts.group
+    login = ctx.fact(LOGIN)
+    user, group = login.user, login.group
     workspace = f"{mount}/workspace"
     actions: list[tuple[str, str]] = []  # (done, to do): for the report and --check
     script: list[str] = []
@@ -180,3 +188,6 @@ def run(ctx: HostContext) -> StepOutcome:
     if not result.ok:
         raise StepFailed(result.error_line())
     return changed("; ".join(done for done, _ in actions))
+
+
+STEP = Step("data-volume", run, facts=(LOGIN, VOLUME))

@@ -21,16 +21,16 @@ import shlex
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bootstrap.container_spec import LABEL_CONFIG, inspect_port_bindings
-from bootstrap.facts import MLFLOW_CONTAINER
+from bootstrap.container_spec import LABEL_CONFIG, inspect_port_bindings, workspace_path
+from bootstrap.facts import LOGIN, Fact, json_object_or_none
 from bootstrap.shell import replace_container
-from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, changed, ok
-from bootstrap.steps.container import workspace_path
+from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok
 
 q = shlex.quote
 MLFLOW_VERSION = "3.17.2"
 MLFLOW_IMAGE = f"ghcr.io/mlflow/mlflow:v{MLFLOW_VERSION}"
 MLFLOW_PORT = 5001  # never 5000: AIAA's
+MLFLOW_CONTAINER = "workbench-mlflow"
 HEALTH_TIMEOUT_S = 180  # a first start creates the SQLite schema (about 15 s on 2 cores)
 
 
@@ -68,6 +68,13 @@ class MlflowSpec:
         ])
 
 
+MLFLOW: Fact[dict[str, Any] | None] = Fact(
+    "mlflow",
+    lambda _: f"docker inspect --type container {MLFLOW_CONTAINER} --format '{{{{json .}}}}' "
+              "2>/dev/null || echo absent",
+    json_object_or_none)
+
+
 def differences(spec: MlflowSpec, inspect: dict[str, Any] | None) -> list[str]:
     if inspect is None:
         return ["absent"]
@@ -88,19 +95,20 @@ def differences(spec: MlflowSpec, inspect: dict[str, Any] | None) -> list[str]:
 
 
 def run(ctx: HostContext) -> StepOutcome:
-    f = ctx.facts
-    spec = MlflowSpec(store=f"{workspace_path(ctx.options.workspace, f.home)}/mlflow")
+    login = ctx.fact(LOGIN)
+    running = ctx.fact(MLFLOW)
+    spec = MlflowSpec(store=f"{workspace_path(ctx.options.workspace, login.home)}/mlflow")
     url = f"http://localhost:{spec.port}/"
-    reasons = differences(spec, f.mlflow)
+    reasons = differences(spec, running)
     if not reasons:
         ctx.add_service("MLflow", url, spec.port)
         return ok(f"{spec.name} running {spec.image}, store {spec.store}")
     replace = any(r != "not running" for r in reasons)
-    verb = ("replace" if f.mlflow else "create") if replace else "start"
+    verb = ("replace" if running else "create") if replace else "start"
     why = f"from {spec.image}" if verb == "create" else f"({', '.join(reasons)})"
     if ctx.options.check:
         return ctx.would(f"{verb} {spec.name} {why}")
-    owner = f"{q(f.user)}:{q(f.group)}"
+    owner = f"{q(login.user)}:{q(login.group)}"
     script = [f"""
 set -u
 store={q(spec.store)}
@@ -141,3 +149,6 @@ done
     ctx.add_service("MLflow", url, spec.port)
     done = {"create": "created", "replace": "replaced", "start": "started"}[verb]
     return changed(f"{done} {spec.name} {why}; store {spec.store}")
+
+
+STEP = Step("mlflow", run, facts=(LOGIN, MLFLOW))

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from bootstrap import daemon_json
 from bootstrap.daemon_json import DAEMON_JSON, NVIDIA_RUNTIME_PATH, DaemonJsonError
+from bootstrap.facts import DAEMON_JSON as DAEMON_JSON_FACT
+from bootstrap.facts import DOCKER_INFO, Fact, path_or_none
 from bootstrap.remote import parse_sections
 from bootstrap.shell import (
     DOCKERD_FUNCTIONS,
@@ -19,7 +21,13 @@ from bootstrap.shell import (
     atomic_write,
     sha256_hex,
 )
-from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, changed, ok
+from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok
+
+NVIDIA_RUNTIME_BIN: Fact[str | None] = Fact(
+    "nvidia_runtime_bin", lambda _: "command -v nvidia-container-runtime || echo absent",
+    path_or_none)
+DOCKERD_BIN: Fact[str | None] = Fact(
+    "dockerd", lambda _: "command -v dockerd || echo absent", path_or_none)
 
 WAIT_FOR_RUNTIME = """
 if ! wb_wait_for 30 sh -c 'docker info --format "{{json .Runtimes}}" 2>/dev/null | grep -q "\\"nvidia\\""'
@@ -29,20 +37,20 @@ echo "@@runtimes"; docker info --format '{{json .Runtimes}}'
 
 
 def run(ctx: HostContext) -> StepOutcome:
-    f = ctx.facts
-    if f.dockerd_bin is None:
+    if ctx.fact(DOCKERD_BIN) is None:
         raise StepFailed("dockerd is not installed (install docker.io or docker-ce first)")
     try:
         config = daemon_json.parse(ctx.daemon_json)
     except DaemonJsonError as exc:
         raise StepFailed(str(exc)) from exc
-    if f.nvidia_runtime_bin is None:
+    if ctx.fact(NVIDIA_RUNTIME_BIN) is None:
         raise StepFailed(
             f"{NVIDIA_RUNTIME_PATH} not found: install the NVIDIA Container Toolkit "
             f"(apt package nvidia-container-toolkit) first; {DAEMON_JSON} not changed")
     want = daemon_json.with_nvidia_runtime(config)
     need_write = want is not config
-    listed = ctx.docker_running and "nvidia" in f.docker_runtimes
+    info = ctx.fact(DOCKER_INFO)
+    listed = ctx.docker_running and info is not None and "nvidia" in info.runtimes
     if not need_write and listed:
         path = config["runtimes"]["nvidia"].get("path")
         form = {NVIDIA_RUNTIME_PATH: "ours", "nvidia-container-runtime": "nvidia-ctk form"}.get(
@@ -82,3 +90,6 @@ def run(ctx: HostContext) -> StepOutcome:
         actions.append(f"backup {sections['backup'].strip()}")
     return changed("; ".join(actions))
 
+
+STEP = Step("nvidia-runtime", run,
+            facts=(DOCKERD_BIN, NVIDIA_RUNTIME_BIN, DAEMON_JSON_FACT, DOCKER_INFO))

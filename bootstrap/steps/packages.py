@@ -18,12 +18,25 @@ import base64
 import hashlib
 import shlex
 
-from bootstrap.container_spec import PACKAGES_DIR, PYTHONUSERBASE
-from bootstrap.facts import PACKAGES_HASH_FILE
-from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, changed, ok, skipped
-from bootstrap.steps.container import workspace_path
+from bootstrap.container_spec import PACKAGES_DIR, PYTHONUSERBASE, workspace_path
+from bootstrap.facts import LOGIN, Fact
+from bootstrap.options import BootstrapOptions
+from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok, skipped
 
 q = shlex.quote
+# Beside the extra packages in the workspace: the sha256 of the requirements installed.
+PACKAGES_HASH_FILE = "requirements.sha256"
+
+
+def _packages_sha_command(o: BootstrapOptions) -> str:
+    # The workspace as the host sees it: ~ is the login user's home.
+    ws = ('"$home"' + q(o.workspace[1:]) if o.workspace.startswith("~")
+          else q(o.workspace))
+    return f"cat {ws}/{q(PACKAGES_DIR)}/{PACKAGES_HASH_FILE} 2>/dev/null"
+
+
+PACKAGES_SHA: Fact[str | None] = Fact("packages_sha", _packages_sha_command,
+                                      lambda text: text.strip() or None, needs=(LOGIN,))
 
 
 def requirements_text(lines: tuple[str, ...]) -> bytes:
@@ -36,19 +49,19 @@ def requirements_sha(lines: tuple[str, ...]) -> str:
 
 def run(ctx: HostContext) -> StepOutcome:
     o = ctx.options
-    f = ctx.facts
     if not o.requirements:
         return skipped("no extra packages asked for (--pip, --requirements)")
     want = requirements_sha(o.requirements)
     listed = ", ".join(o.requirements)
     if len(listed) > 120:
         listed = listed[:117] + "..."
-    if f.packages_sha == want:
+    if ctx.fact(PACKAGES_SHA) == want:
         return ok(f"installed: {listed}")
     if o.check:
         return ctx.would(f"pip install --user {listed} in {o.container_name}")
-    host_dir = f"{workspace_path(o.workspace, f.home)}/{PACKAGES_DIR}"
-    owner = f"{q(f.user)}:{q(f.group)}"
+    login = ctx.fact(LOGIN)
+    host_dir = f"{workspace_path(o.workspace, login.home)}/{PACKAGES_DIR}"
+    owner = f"{q(login.user)}:{q(login.group)}"
     payload = base64.b64encode(requirements_text(o.requirements)).decode()
     name = q(o.container_name)
     script = f"""
@@ -73,3 +86,6 @@ chown -R {owner} "$d"
     if not result.ok:
         raise StepFailed(result.error_line())
     return changed(f"pip installed {listed} into {o.workspace}/{PACKAGES_DIR}")
+
+
+STEP = Step("packages", run, facts=(LOGIN, PACKAGES_SHA))

@@ -9,21 +9,49 @@ import hashlib
 import shlex
 
 from bootstrap.bashrc import UMASK_LINE, umask_line_count, with_umask_once
-from bootstrap.facts import CHMOD_HOME_PRUNE
+from bootstrap.container_spec import TOKEN_DIR
+from bootstrap.facts import LOGIN, Fact, b64_or_none
+from bootstrap.options import BootstrapOptions
 from bootstrap.shell import atomic_write
-from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, changed, ok
+from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok
+
+# What `--chmod-home` leaves alone: sshd refuses a world-readable key dir on
+# some configs, and the token is a secret.
+CHMOD_HOME_PRUNE = (".ssh", TOKEN_DIR)
+
+BASHRC: Fact[bytes | None] = Fact(
+    "bashrc",
+    lambda _: 'if [ -f "$home/.bashrc" ]; then base64 -w0 "$home/.bashrc"; echo; '
+              "else echo absent; fi",
+    b64_or_none, needs=(LOGIN,))
+
+
+def _chmod_home_command(o: BootstrapOptions) -> str:
+    """The first path under the home that a+rX would change (only with --chmod-home)."""
+    if not o.chmod_home:
+        return ":"
+    prune = " -o ".join(f'-path "$home/{p}"' for p in CHMOD_HOME_PRUNE)
+    return (f'find "$home" \\( {prune} \\) -prune -o ! -type l \\( '
+            r'\( -type d ! -perm -005 \) -o \( ! -type d ! -perm -004 \) '
+            r'-o \( ! -type d -perm /111 ! -perm -001 \) \) -print -quit 2>/dev/null')
+
+
+CHMOD_HOME_OFFENDER: Fact[str] = Fact("chmod_home", _chmod_home_command, str.strip,
+                                      needs=(LOGIN,))
 
 
 def run(ctx: HostContext) -> StepOutcome:
-    f = ctx.facts
-    bashrc_path = f"{f.home}/.bashrc"
-    want = with_umask_once(f.bashrc)
+    login = ctx.fact(LOGIN)
+    bashrc = ctx.fact(BASHRC)
+    offender = ctx.fact(CHMOD_HOME_OFFENDER)
+    bashrc_path = f"{login.home}/.bashrc"
+    want = with_umask_once(bashrc)
     actions = []
     script = []
-    if want != (f.bashrc or b""):
-        expected = None if f.bashrc is None else hashlib.sha256(f.bashrc).hexdigest()
-        count = umask_line_count(f.bashrc)
-        if f.bashrc is None:
+    if want != (bashrc or b""):
+        expected = None if bashrc is None else hashlib.sha256(bashrc).hexdigest()
+        count = umask_line_count(bashrc)
+        if bashrc is None:
             actions.append(f"created {bashrc_path} with {UMASK_LINE}")
         elif count == 0:
             actions.append(f"added {UMASK_LINE} to {bashrc_path}")
@@ -31,14 +59,14 @@ def run(ctx: HostContext) -> StepOutcome:
             actions.append(f"removed {count - 1} duplicate {UMASK_LINE} line(s) from {bashrc_path}")
         script.append(atomic_write(
             bashrc_path, want, expected_sha256=expected, new_mode="644",
-            new_owner=f"{f.user}:{f.group}",
+            new_owner=f"{login.user}:{login.group}",
             # Refuse to install a .bashrc that bash cannot parse.
             validate='if command -v bash >/dev/null 2>&1; then bash -n "$1"; fi',
         ) + " || exit $?")
-    if ctx.options.chmod_home and f.chmod_home_offender:
-        actions.append(f"chmod -R a+rX {f.home} (first: {f.chmod_home_offender})")
-        home = shlex.quote(f.home)
-        prune = " -o ".join(f"-path {shlex.quote(f.home + '/' + p)}" for p in CHMOD_HOME_PRUNE)
+    if ctx.options.chmod_home and offender:
+        actions.append(f"chmod -R a+rX {login.home} (first: {offender})")
+        home = shlex.quote(login.home)
+        prune = " -o ".join(f"-path {shlex.quote(login.home + '/' + p)}" for p in CHMOD_HOME_PRUNE)
         script.append(f"find {home} \\( {prune} \\) -prune -o ! -type l "
                       "-exec chmod a+rX {} + "
                       "|| { echo 'ERROR: chmod of the home failed'; exit 1; }")
@@ -52,3 +80,6 @@ def run(ctx: HostContext) -> StepOutcome:
     if not result.ok:
         raise StepFailed(result.error_line())
     return changed("; ".join(actions))
+
+
+STEP = Step("umask", run, facts=(LOGIN, BASHRC, CHMOD_HOME_OFFENDER))

@@ -1,41 +1,71 @@
-"""Step 1: the host is usable. SSH answers (bounded retry with backoff while the
-VM boots), cloud-init has finished, nobody holds the dpkg lock. The same
-remote command then reads every fact the other steps need."""
+"""Step 1: the host is usable. SSH answers (the runner retries with backoff while
+the VM boots), cloud-init has finished, nobody holds the dpkg lock.
+
+Its facts come first in the one facts command, so every other fact is read
+after cloud-init and apt are done with the machine.
+"""
+
+
 
 from __future__ import annotations
 
-from bootstrap.facts import facts_script, parse_facts
-from bootstrap.steps import autostop, data_volume
-from bootstrap.steps.base import HostContext, StepFailed, StepOutcome, ok
+from bootstrap.facts import Fact
+from bootstrap.options import BootstrapOptions
+from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, ok
+
+
+def _cloud_init_command(o: BootstrapOptions) -> str:
+    seconds = int(o.wait_timeout)
+    return f"""if command -v cloud-init >/dev/null 2>&1; then
+  timeout {seconds} cloud-init status --wait >/dev/null 2>&1; rc=$?
+  echo "rc=$rc"; cloud-init status 2>/dev/null | head -n 1
+else
+  echo absent
+fi"""
+
+
+def _dpkg_lock_command(o: BootstrapOptions) -> str:
+    # Bounded by the same --wait-timeout as cloud-init, counted from the start.
+    return rf"""deadline=$(( wb_start + {int(o.wait_timeout)} ))
+# apt takes fcntl locks on these files; flock(1) would not see them, fuser does.
+lock_holders() {{
+  if command -v fuser >/dev/null 2>&1; then
+    fuser /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock 2>/dev/null | tr -s ' \n' ' '
+  elif command -v lsof >/dev/null 2>&1; then
+    lsof -t /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock 2>/dev/null | tr -s ' \n' ' '
+  fi
+}}
+if [ ! -e /var/lib/dpkg/lock-frontend ] && [ ! -e /var/lib/dpkg/lock ]; then
+  echo "absent"
+elif ! command -v fuser >/dev/null 2>&1 && ! command -v lsof >/dev/null 2>&1; then
+  echo "unknown (neither fuser nor lsof)"
+else
+  waited=0
+  while holders=$(lock_holders); [ -n "$(echo $holders)" ] && [ "$(date +%s)" -lt "$deadline" ]; do
+    sleep 1; waited=$((waited + 1))
+  done
+  if [ -n "$(echo $holders)" ]; then
+    first=$(echo $holders | cut -d' ' -f1)
+    echo "held by pid $(echo $holders) ($(cat /proc/$first/comm 2>/dev/null)) after ${{waited}}s"
+  else
+    echo "free waited=$waited"
+  fi
+fi"""
+
+
+CLOUD_INIT: Fact[str] = Fact("cloud_init", _cloud_init_command, str.strip)
+DPKG_LOCK: Fact[str] = Fact("dpkg_lock", _dpkg_lock_command, str.strip, needs=(CLOUD_INIT,))
 
 
 def run(ctx: HostContext) -> StepOutcome:
-    o = ctx.options
-    tries = ctx.remote.connect(
-        o.wait_timeout,
-        on_retry=lambda n, delay, why: ctx.emit(
-            f"{ctx.remote.label}  wait: SSH not ready ({why}); try {n + 1} in {delay:.1f}s"),
-    )
-    result = ctx.remote.run(
-        facts_script(wait_timeout=o.wait_timeout, container_name=o.container_name,
-                     chmod_home=o.chmod_home, workspace=o.workspace)
-        # The lifecycle steps' facts ride along: still one round trip for all.
-        + data_volume.facts_snippet(o.data_device if o.data_device != "none" else None,
-                                    o.data_mount, int(o.wait_timeout))
-        + autostop.facts_snippet(),
-        timeout=2 * o.wait_timeout + 120,
-    )
-    if not result.ok:
-        raise StepFailed(f"reading facts failed: {result.error_line()}")
-    facts = parse_facts(result.stdout)
-    ctx.facts_ = facts
-    ctx.daemon_json = facts.daemon_json
-    ctx.docker_running = facts.docker_running
-
-    cloud_init = _cloud_init(facts.cloud_init, o.wait_timeout)
-    lock_text = _dpkg_lock(facts.dpkg_lock.strip())
+    cloud_init = _cloud_init(ctx.fact(CLOUD_INIT), ctx.options.wait_timeout)
+    lock_text = _dpkg_lock(ctx.fact(DPKG_LOCK))
+    tries = ctx.connect_tries
     tries_text = "1 try" if tries == 1 else f"{tries} tries"
     return ok(f"ssh up ({tries_text}); {cloud_init}; {lock_text}")
+
+
+STEP = Step("wait", run, facts=(CLOUD_INIT, DPKG_LOCK))
 
 
 def _cloud_init(section: str, wait_timeout: float) -> str:
@@ -52,10 +82,8 @@ def _cloud_init(section: str, wait_timeout: float) -> str:
     return f"cloud-init finished with errors ({status or 'rc=' + rc})"
 
 
-
 def _dpkg_lock(section: str) -> str:
-    """From the facts script: absent, unknown (...), free waited=N,
-    or held by pid P (cmd) after Ns."""
+    """From the facts: absent, unknown (...), free waited=N, or held by pid P (cmd) after Ns."""
     if section.startswith("held by"):
         raise StepFailed(f"dpkg lock {section}: apt is still busy (raise --wait-timeout?)")
     if section.startswith("free waited="):

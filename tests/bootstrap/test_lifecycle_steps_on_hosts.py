@@ -11,9 +11,9 @@ import pytest
 
 from bootstrap.options import BootstrapOptions
 from bootstrap.recap import Status
-from bootstrap.remote import Remote
-from bootstrap.steps import autostop, data_volume, wait
-from bootstrap.steps.base import HostContext, StepFailed, StepOutcome
+from bootstrap.runner import bootstrap_host
+from bootstrap.steps import autostop, data_volume
+from bootstrap.steps.base import StepFailed, StepOutcome
 from tests.support import testhosts
 from tests.support.bootstrap_run import connect
 from tests.support.testhosts import TestHost
@@ -30,17 +30,17 @@ def host(bare_host: TestHost) -> TestHost:
 
 
 def run_step(host: TestHost, step: object, **options: object) -> StepOutcome:
-    """wait (reads the facts) then the step, over one SSH connection, as the runner does."""
+    """The runner with this one step (after wait, facts in one command), over real SSH."""
     options.setdefault("wait_timeout", 20.0)
     options.setdefault("data_mount", MOUNT)
-    remote = Remote(connect(host))
-    ctx = HostContext(remote=remote, options=BootstrapOptions(**options),  # type: ignore[arg-type]
-                      emit=lambda _: None)
-    try:
-        wait.run(ctx)
-        return step.run(ctx)  # type: ignore[attr-defined]
-    finally:
-        remote.close()
+    name = step.STEP.name  # type: ignore[attr-defined]
+    report = bootstrap_host(connect(host), BootstrapOptions(**options),  # type: ignore[arg-type]
+                            (name,), emit=lambda _: None)
+    result = report.result(name)
+    assert result is not None, f"{name} did not run: {report.steps}"
+    if result.status is Status.FAILED:
+        raise StepFailed(result.message)
+    return StepOutcome(result.status, result.message)
 
 
 @pytest.fixture
