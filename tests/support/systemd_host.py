@@ -210,10 +210,15 @@ class SystemdHost:
         return proc
 
     def connection(self, *, user: str | None = None, **kwargs: Any) -> Connection:
-        """A Fabric connection that rejects any host key but this host's."""
-        import paramiko
-        from fabric import Connection
+        """A Fabric connection that rejects any host key but this host's.
 
+        Its commands read no stdin (pytest's captured stdin cannot be read) unless
+        the caller passes a config of its own.
+        """
+        import paramiko
+        from fabric import Config, Connection
+
+        kwargs.setdefault("config", Config(overrides={"run": {"in_stream": False}}))
         conn = Connection(self.ip, user=user or self.user, connect_timeout=5,
                           connect_kwargs={"key_filename": str(self.key_path),
                                           "look_for_keys": False, "allow_agent": False},
