@@ -25,3 +25,13 @@ def require_test_hosts() -> None:
     if why:
         skip_or_fail(why)
     testhosts.cleanup_stale()
+
+
+def require_systemd_hosts() -> None:
+    """The systemd-booted hosts of tests/support/systemd_host.py can start here."""
+    from tests.support import systemd_host
+
+    why = systemd_host.missing_real_parts()
+    if why:
+        skip_or_fail(why)
+    systemd_host.cleanup_stale()
