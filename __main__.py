@@ -16,12 +16,25 @@ if str(PROJECT_DIR) not in sys.path:
 from components.spec import CONFIG_NAMESPACE, SpecError, load_spec  # noqa: E402
 
 config = pulumi.Config(CONFIG_NAMESPACE)
+
+
+def stack_keys() -> list[str]:
+    """The keys the stack sets in our namespace: Pulumi hands every config value to the
+    program (runtime config, or PULUMI_CONFIG), declared or not."""
+    from pulumi.runtime.config import CONFIG, get_config_env
+
+    prefix = f"{CONFIG_NAMESPACE}:"
+    names = set(CONFIG.get()) | set(get_config_env() or {})
+    return sorted(k[len(prefix):] for k in names if k.startswith(prefix))
+
+
 try:
     spec = load_spec(
         config.get,
         stack=pulumi.get_stack(),
         project_dir=PROJECT_DIR,
         deploying=not pulumi.runtime.is_dry_run(),
+        keys=stack_keys(),
     )
 except SpecError as error:
     # RunError: Pulumi prints the one line, without a traceback, and exits non-zero.

@@ -113,12 +113,17 @@ def spec_for_image(name: str, image: str, preset: ImagePreset | None, workspace:
         return ContainerSpec(name=name, image=image, workspace=workspace, env=env)
     ports = tuple((p.container, p.host, p.purpose) for p in preset.ports)
     jupyter = next((p.container for p in preset.ports if p.purpose == "JupyterLab"), None)
+    # Only what the image contains: its background servers, then JupyterLab, or its
+    # own server as the container's process (MONAI Label has no JupyterLab).
+    background = preset.background + "; " if preset.background else ""
     if preset.jupyter_command is not None and jupyter is not None:
         start = "exec " + preset.jupyter_command.format(port=jupyter)
-    else:  # no JupyterLab in this image: keep the container up for `docker exec`
+    elif preset.server_command is not None:
+        start = preset.server_command
+    else:  # nothing to serve: keep the container up for `docker exec`
         start = "exec sleep infinity"
     return ContainerSpec(name=name, image=image, workspace=workspace, ports=ports,
-                         command=("sh", "-c", START_AIAA_IF_PRESENT + start), env=env)
+                         command=("sh", "-c", background + start), env=env)
 
 
 def workspace_path(workspace: str, home: str) -> str:

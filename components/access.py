@@ -26,9 +26,9 @@ def ssh_command(user: str, host: str) -> str:
     return f"ssh {user}@{host}"
 
 
-def tunnel_command(spec: WorkstationSpec, host: str) -> str:
+def tunnel_command(spec: WorkstationSpec, host: str, user: str | None = None) -> str:
     forwards = " ".join(f"-L {p}:localhost:{p}" for p in tunnel_ports(spec))
-    return f"ssh -N {forwards} {spec.ssh_user}@{host}"
+    return f"ssh -N {forwards} {user or spec.ssh_user}@{host}"
 
 
 def jupyter_url() -> str:

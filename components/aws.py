@@ -13,17 +13,24 @@ from components import network
 from components.spec import WorkstationSpec
 from components.workstation import Workstation
 
-# AWS Deep Learning Base AMI with NVIDIA driver, Docker and the NVIDIA
-# container toolkit, published by Amazon; the newest matching one is used.
-DLAMI_OWNER = "amazon"
-DLAMI_NAME = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"
 VPC_CIDR = "10.42.0.0/16"
 SUBNET_CIDR = "10.42.1.0/24"
-# Containers reach IMDSv2 through one more network hop than the host.
-IMDS_HOP_LIMIT = 2
+# 1: only the host reaches IMDSv2; a container (one more hop) does not, so code in
+# a Jupyter terminal cannot read the instance's user data or role credentials.
+IMDS_HOP_LIMIT = 1
 # Nitro instances show it as an NVMe device whose serial is the volume ID;
 # the bootstrap finds it either way.
 DATA_DEVICE = "/dev/sdf"
+
+
+def first_zone(zones: list[str], machine_type: str, region: str) -> str:
+    """The first zone that offers the type; none is one line, not an IndexError."""
+    if not zones:
+        raise pulumi.RunError(
+            f"{machine_type} is not offered in any zone of {region} (EC2 "
+            "DescribeInstanceTypeOfferings returned none): choose another gpu-workbench:region "
+            "or profile")
+    return sorted(zones)[0]
 
 
 class AwsWorkstation(Workstation):
@@ -38,16 +45,14 @@ class AwsWorkstation(Workstation):
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         lookup = pulumi.InvokeOutputOptions(parent=self, provider=provider)
 
-        ami = aws.ec2.get_ami_output(
-            owners=[DLAMI_OWNER],
-            most_recent=True,
-            filters=[
-                {"name": "name", "values": [spec.machine_image or DLAMI_NAME]},
-                {"name": "architecture", "values": ["x86_64"]},
-                {"name": "state", "values": ["available"]},
-            ],
-            opts=lookup,
-        )
+        image_id: pulumi.Input[str]
+        if spec.machine_image:
+            image_id = spec.machine_image  # pinned: the machine built next month is this one
+        else:
+            assert spec.os_image is not None
+            # AWS publishes each DLAMI's current ID as a public SSM parameter; the
+            # variant (and so the driver branch) is chosen by GPU in the catalog.
+            image_id = aws.ssm.get_parameter_output(name=spec.os_image.lookup, opts=lookup).value
         zone: pulumi.Input[str]
         if spec.zone:
             zone = spec.zone
@@ -64,7 +69,8 @@ class AwsWorkstation(Workstation):
                 filters=[{"name": "instance-type", "values": [spec.profile.machine_type]}],
                 opts=lookup,
             )
-            zone = offerings.locations.apply(lambda zones: sorted(zones)[0])
+            zone = offerings.locations.apply(
+                lambda zones: first_zone(zones, spec.profile.machine_type, spec.region))
 
         vpc = aws.ec2.Vpc(
             f"{prefix}-vpc",
@@ -137,7 +143,7 @@ class AwsWorkstation(Workstation):
         )
         instance = aws.ec2.Instance(
             f"{prefix}-vm",
-            ami=ami.id,
+            ami=image_id,
             instance_type=spec.profile.machine_type,
             subnet_id=subnet.id,
             vpc_security_group_ids=[group.id],
@@ -170,7 +176,15 @@ class AwsWorkstation(Workstation):
             # The address only routes once the VPC has its gateway.
             opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[gateway]),
         )
-        self._publish(address.public_ip, data_volume_id=data_volume_id, bucket=bucket)
+        region = spec.region
+        self._publish(
+            address.public_ip, data_volume_id=data_volume_id, bucket=bucket,
+            machine_image=instance.ami,
+            start_command=instance.id.apply(
+                lambda i: f"aws ec2 start-instances --instance-ids {i} --region {region}"),
+            stop_command=instance.id.apply(
+                lambda i: f"aws ec2 stop-instances --instance-ids {i} --region {region}"),
+        )
 
     def _data_volume(
         self, spec: WorkstationSpec, zone: pulumi.Input[str], instance: aws.ec2.Instance,

@@ -13,16 +13,20 @@ from components import network as rules
 from components.spec import WorkstationSpec
 from components.workstation import Workstation
 
-# NVIDIA GPU-Optimized VMI from the Azure Marketplace. A Marketplace image
-# needs its plan block, and its terms accepted once per subscription:
-#   az vm image terms accept --urn nvidia:ngc_azure_17_11:ngc-base-version-24_03_4_gen2:latest
-NVIDIA_VMI_URN = "nvidia:ngc_azure_17_11:ngc-base-version-24_03_4_gen2:latest"
 VNET_CIDR = "10.42.0.0/16"
 SUBNET_CIDR = "10.42.1.0/24"
 FIRST_RULE_PRIORITY = 1000
 DATA_LUN = 0  # /dev/disk/azure/scsi1/lun0 on the guest
-# Built-in role "Virtual Machine Contributor": lets the VM deallocate itself.
-VM_CONTRIBUTOR_ROLE = "9980e02c-c2be-4d73-94e8-173b1dc7cf3c"
+# What the VM's own identity may do to itself, and nothing more. The built-in
+# Virtual Machine Contributor grants Microsoft.Compute/virtualMachines/*, which
+# includes runCommand/action: any process reaching IMDS (a Jupyter terminal)
+# could run scripts as root on the host. Deallocate, not powerOff: a powered-off
+# VM is still billed. (MicrosoftDocs/azure-docs role-based-access-control/
+# built-in-roles/compute.md @064f7ba2, ms.date 2025-09-03; read 2026-11-23.)
+SELF_DEALLOCATE_ACTIONS = (
+    "Microsoft.Compute/virtualMachines/read",
+    "Microsoft.Compute/virtualMachines/deallocate/action",
+)
 
 
 class AzureWorkstation(Workstation):
@@ -33,7 +37,10 @@ class AzureWorkstation(Workstation):
         prefix = spec.name_prefix
         tags = spec.tag_dict()
         location = spec.region
-        publisher, offer, sku, version = (spec.machine_image or NVIDIA_VMI_URN).split(":")
+        # A Marketplace image needs its plan block, and its terms accepted once per
+        # subscription (the plan prints the `az vm image terms accept` line).
+        urn = spec.machine_image or (spec.os_image.lookup if spec.os_image else "")
+        publisher, offer, sku, version = urn.split(":")
         child = self.child
 
         group = resources.ResourceGroup(
@@ -129,7 +136,7 @@ class AzureWorkstation(Workstation):
             # Only with autostop: an identity the idle check uses to deallocate
             # the VM (a guest poweroff leaves an Azure VM billed).
             identity={"type": compute.ResourceIdentityType.SYSTEM_ASSIGNED}
-            if spec.autostop_minutes else None,
+            if spec.azure_self_deallocate else None,
             # Marketplace images bill through their plan; Azure refuses the VM without it.
             plan={"name": sku, "product": offer, "publisher": publisher},
             os_profile={
@@ -150,10 +157,15 @@ class AzureWorkstation(Workstation):
         )
         self._stop_policy(spec, group, vm)
         bucket = self._dataset_container(spec, data_group) if spec.dataset_bucket else None
+        where = pulumi.Output.all(group.name, vm.name).apply(lambda v: f"-g {v[0]} -n {v[1]}")
         self._publish(
             public_ip.ip_address.apply(lambda ip: ip or ""),
             data_volume_id=pulumi.Output.from_input(data_disk_id) if data_disk_id else None,
             bucket=bucket,
+            machine_image=urn,
+            start_command=where.apply(lambda w: f"az vm start {w}"),
+            # deallocate, not stop: a stopped (powered-off) VM is still billed.
+            stop_command=where.apply(lambda w: f"az vm deallocate {w}"),
         )
 
     @staticmethod
@@ -195,18 +207,24 @@ class AzureWorkstation(Workstation):
     def _stop_policy(
         self, spec: WorkstationSpec, group: resources.ResourceGroup, vm: compute.VirtualMachine
     ) -> None:
-        if spec.autostop_minutes:
+        if spec.azure_self_deallocate:
             principal = vm.identity.apply(lambda identity: identity.principal_id if identity
                                           else "")
-            subscription = authorization.get_client_config_output(
-                opts=pulumi.InvokeOutputOptions(parent=self)).subscription_id
+            # A custom role: read and deallocate, assignable in this group only.
+            role = authorization.RoleDefinition(
+                f"{spec.name_prefix}-self-deallocate-role",
+                role_name=f"gpu-workbench {spec.stack} self-deallocate",
+                description="Read and deallocate this gpu-workbench VM (its idle autostop)",
+                scope=group.id,
+                assignable_scopes=[group.id],
+                permissions=[{"actions": list(SELF_DEALLOCATE_ACTIONS), "not_actions": []}],
+                opts=self.child,
+            )
             authorization.RoleAssignment(
                 f"{spec.name_prefix}-self-deallocate",
                 principal_id=principal,
                 principal_type="ServicePrincipal",
-                role_definition_id=subscription.apply(
-                    lambda sub: f"/subscriptions/{sub}/providers/Microsoft.Authorization/"
-                                f"roleDefinitions/{VM_CONTRIBUTOR_ROLE}"),
+                role_definition_id=role.id,
                 scope=vm.id,  # this VM only
                 opts=self.child,
             )

@@ -12,17 +12,22 @@ import pulumi
 import pulumi_gcp as gcp
 
 from components import network
-from components.spec import WorkstationSpec
+from components.spec import SERVICE_ACCOUNT_USER, WorkstationSpec
 from components.workstation import Workstation
 
-# NVIDIA GPU-Optimized VMI (driver, Docker, NVIDIA container toolkit), from
-# NVIDIA's Marketplace project. Override with gpu-workbench:machineImage.
-NVIDIA_VMI = (
-    "projects/mpi-nvidia-ngc-public/global/images/nvidia-gpu-cloud-vmi-base-2025-9-1-x86-64"
-)
 SUBNET_CIDR = "10.42.1.0/24"
 BOOT_DISK_TYPE = "pd-balanced"
 DATA_DEVICE_NAME = "workbench-data"
+
+
+def same_identity(caller_email: str, account: str) -> str:
+    """The OS Login account, if it is the identity running `pulumi up`; else one line."""
+    if caller_email and caller_email.lower() != account.lower():
+        raise pulumi.RunError(
+            f"gpu-workbench:gcpOsLoginAccount: {account!r} is not the identity running `pulumi "
+            f"up` ({caller_email}); the OS Login API lets a caller add keys to its own profile "
+            "only: set gcpOsLoginAccount to that identity, or run as the account")
+    return account
 
 
 def label_safe(text: str) -> str:
@@ -72,10 +77,23 @@ class GcpWorkstation(Workstation):
 
         # With OS Login on, the guest ignores ssh-keys metadata: the key goes
         # to the user's OS Login profile instead, and the login name follows it.
+        # The OS Login API lets a caller manage keys of its own identity only
+        # (terraform-google-modules/terraform-google-vm#548, 2025-12-18; read
+        # 2026-11-23), so the identity running `pulumi up` must be that account.
+        caller = gcp.organizations.get_client_open_id_user_info_output(
+            opts=pulumi.InvokeOutputOptions(parent=self, provider=provider))
+        account = spec.gcp_os_login_account or ""
         gcp.oslogin.SshPublicKey(
-            f"{prefix}-oslogin-key", user=spec.gcp_os_login_account or "",
+            f"{prefix}-oslogin-key",
+            user=caller.email.apply(lambda email: same_identity(email, account)),
             key=spec.ssh_public_key, project=spec.gcp_project, opts=child,
         )
+        ssh_user: pulumi.Input[str] = spec.ssh_user
+        if spec.gcp_os_login_kind == "service":
+            unique_id = gcp.serviceaccount.get_account_output(
+                account_id=account, project=spec.gcp_project,
+                opts=pulumi.InvokeOutputOptions(parent=self, provider=provider)).unique_id
+            ssh_user = unique_id.apply(lambda uid: SERVICE_ACCOUNT_USER.format(unique_id=uid))
 
         attachable = profile.accelerator_type is not None
         instance = gcp.compute.Instance(
@@ -85,7 +103,7 @@ class GcpWorkstation(Workstation):
             boot_disk=gcp.compute.InstanceBootDiskArgs(
                 auto_delete=True,
                 initialize_params=gcp.compute.InstanceBootDiskInitializeParamsArgs(
-                    image=spec.machine_image or NVIDIA_VMI,
+                    image=spec.machine_image or (spec.os_image.lookup if spec.os_image else ""),
                     size=spec.root_disk_gb,
                     type=BOOT_DISK_TYPE,
                     labels=labels,
@@ -105,7 +123,12 @@ class GcpWorkstation(Workstation):
             scheduling=gcp.compute.InstanceSchedulingArgs(
                 on_host_maintenance="TERMINATE", automatic_restart=True,
             ),
-            metadata={"enable-oslogin": "TRUE"},
+            metadata={
+                "enable-oslogin": "TRUE",
+                # Deep Learning VM images install (or keep) their NVIDIA driver at first
+                # boot with this key (components/catalog.py DLVM_INSTALL_METADATA).
+                "install-nvidia-driver": "True",
+            },
             tags=[network_tag],
             labels=labels,
             # The data disk is attached by its own resource (so a kept disk can
@@ -116,7 +139,15 @@ class GcpWorkstation(Workstation):
         data_volume_id = self._data_volume(spec, instance, provider, labels)
         bucket = self._dataset_bucket(spec, provider, labels) if spec.dataset_bucket else None
         # The reserved address is the VM's public IP (access_configs.nat_ip).
-        self._publish(address.address, data_volume_id=data_volume_id, bucket=bucket)
+        where = pulumi.Output.all(instance.name, instance.zone, instance.project).apply(
+            lambda v: f"{v[0]} --zone {v[1]} --project {v[2]}")
+        self._publish(
+            address.address, data_volume_id=data_volume_id, bucket=bucket,
+            machine_image=spec.machine_image or (spec.os_image.lookup if spec.os_image else ""),
+            start_command=where.apply(lambda w: f"gcloud compute instances start {w}"),
+            stop_command=where.apply(lambda w: f"gcloud compute instances stop {w}"),
+            ssh_user=ssh_user,
+        )
 
     def _data_volume(
         self, spec: WorkstationSpec, instance: gcp.compute.Instance, provider: gcp.Provider,

@@ -11,16 +11,19 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import difflib
 import ipaddress
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from components import catalog, images
-from components.catalog import CLOUDS, Cloud, InstanceProfile
+import yaml
+
+from components import catalog, images, nvidia
+from components.catalog import CLOUDS, Cloud, InstanceProfile, OsImage
 from components.images import ImagePreset
 
 CONFIG_NAMESPACE = "gpu-workbench"
@@ -118,9 +121,12 @@ class WorkstationSpec:
     ssh_user: str
     root_disk_gb: int
     tags: tuple[tuple[str, str], ...]
+    os_image: OsImage | None = None  # the catalog image for this cloud; None: machineImage
     gcp_project: str | None = None
     gcp_os_login_account: str | None = None
+    gcp_os_login_kind: str = "user"  # user, external (outside the organisation), service
     machine_image: str | None = None
+    azure_self_deallocate: bool = True  # the VM's identity may deallocate it (autostop)
     # What outlives `pulumi destroy`, and what stops the machine when idle.
     data_volume_gb: int = DEFAULT_DATA_VOLUME_GB  # 0: no data volume
     keep_data_volume: bool = True
@@ -159,15 +165,19 @@ ConfigGetter = Callable[[str], "str | None"]
 
 
 def load_spec(
-    get: ConfigGetter, *, stack: str, project_dir: Path, deploying: bool
+    get: ConfigGetter, *, stack: str, project_dir: Path, deploying: bool,
+    keys: Iterable[str] = (),
 ) -> WorkstationSpec:
     """Build the spec from raw config strings, as Pulumi hands them to a program.
 
     `get(key)` returns the raw string for `gpu-workbench:<key>` or None. Arrays
     arrive JSON-encoded, numbers and booleans as their text, as the Pulumi CLI
-    passes them. `deploying` is True for `pulumi up`: example placeholders
-    that are fine for a plan are refused then.
+    passes them. `keys` are the keys the stack sets in the project namespace
+    (without the prefix): one that Pulumi.yaml does not declare is refused.
+    `deploying` is True for `pulumi up`: example placeholders that are fine for
+    a plan are refused then.
     """
+    _check_declared(keys, project_dir)
     reader = _Reader(get)
     warnings: list[str] = []
 
@@ -184,27 +194,18 @@ def load_spec(
         counts = ", ".join(str(c) for c in profile.gpu_counts)
         raise SpecError("gpuCount", gpu_count,
                         f"is not a GPU count {profile.name} offers; accepted: {counts}")
-
-    if not profile.sold:
-        warnings.append(
-            f"{profile.name} ({profile.gpu.model}) is retired on {cloud} and may not be "
-            f"available; a current replacement is {profile.replacement}. Building what the "
-            f"stack asks for."
-        )
-    if profile.vcpu_limit_exceeded(gpu_count):
-        warnings.append(
-            f"{cloud} documents at most {profile.max_vcpus_per_gpu} vCPUs per "
-            f"{profile.gpu.model} on {profile.machine_type}; {profile.vcpus} vCPUs with "
-            f"{gpu_count} GPU may be refused at create time (use gpuCount "
-            f"{-(-profile.vcpus // (profile.max_vcpus_per_gpu or 1))} or a smaller machine)."
-        )
+    machine_image = reader.text("machineImage")
+    os_image = None if machine_image else catalog.os_image(cloud)
+    _check_sold(cloud, profile, reader.boolean("allowRetiredProfile", default=False), warnings)
+    _check_shape(cloud, profile, gpu_count)
+    _check_os_image(cloud, profile, os_image, machine_image, warnings)
     if region != catalog.PRICE_REGIONS[cloud]:
         warnings.append(
             f"prices are {catalog.PRICE_REGIONS[cloud]} list prices; {region} may differ."
         )
 
     container_image, image_preset = _container_image(
-        reader.text("containerImage") or DEFAULT_IMAGE_PRESET, profile, warnings)
+        reader.text("containerImage") or DEFAULT_IMAGE_PRESET, profile, os_image, warnings)
 
     open_ports = _ports(reader.json_list("openPorts", default=list(DEFAULT_OPEN_PORTS)))
     anywhere_ok = reader.boolean("allowAppPortsFromAnywhere", default=False)
@@ -212,7 +213,7 @@ def load_spec(
     _check_exposure(allowed_cidrs, open_ports, anywhere_ok, warnings)
 
     ssh_public_key = _ssh_public_key(reader.text("sshPublicKey"), project_dir)
-    ssh_user, os_login_account = _ssh_user(cloud, reader)
+    ssh_user, os_login_account, os_login_kind = _ssh_user(cloud, reader)
     root_disk_gb = reader.integer("rootDiskGb", default=DEFAULT_ROOT_DISK_GB)
     if not MIN_ROOT_DISK_GB <= root_disk_gb <= MAX_ROOT_DISK_GB:
         raise SpecError("rootDiskGb", root_disk_gb,
@@ -222,10 +223,14 @@ def load_spec(
     gcp_project = reader.text("gcpProject")
     if gcp_project is not None and cloud != "gcp":
         raise SpecError("gcpProject", gcp_project, f"applies to gcp stacks only, not {cloud}")
-    machine_image = reader.text("machineImage")
     if machine_image is not None and cloud == "azure" and len(machine_image.split(":")) != 4:
         raise SpecError("machineImage", machine_image,
                         "is not an Azure image URN; accepted: publisher:offer:sku:version")
+    if machine_image is not None and cloud == "aws" and not re.match(
+            r"^ami-[0-9a-f]{8,17}$", machine_image):
+        raise SpecError("machineImage", machine_image,
+                        "is not an AMI ID; accepted: ami-0123456789abcdef0 (the machine_image "
+                        "output of an earlier `pulumi up` pins it)")
 
     _check_placeholders(ssh_public_key, allowed_cidrs, os_login_account, deploying, warnings)
     lifecycle = _lifecycle(cloud, zone, reader)
@@ -246,9 +251,12 @@ def load_spec(
         ssh_user=ssh_user,
         root_disk_gb=root_disk_gb,
         tags=tags,
+        os_image=os_image,
         gcp_project=gcp_project,
         gcp_os_login_account=os_login_account,
+        gcp_os_login_kind=os_login_kind,
         machine_image=machine_image,
+        azure_self_deallocate=_azure_identity(cloud, reader, lifecycle, warnings),
         **lifecycle,
         warnings=tuple(warnings),
     )
@@ -308,9 +316,10 @@ class _Reader:
 
 
 def _container_image(
-    value: str, profile: InstanceProfile, warnings: list[str]
+    value: str, profile: InstanceProfile, os_image: OsImage | None, warnings: list[str]
 ) -> tuple[str, ImagePreset | None]:
-    """A preset name or an image reference; refuse one the GPU cannot run."""
+    """A preset name or an image reference; refuse one the GPU or the image's driver
+    cannot run."""
     preset = images.find_preset(value)
     if preset is None:
         if not IMAGE_REFERENCE.match(value):
@@ -324,7 +333,109 @@ def _container_image(
         warnings.extend(images.check_gpu(preset, profile.gpu, gpu_label=profile.name))
     except images.Incompatible as err:
         raise SpecError("containerImage", value, f"cannot run here: {err}") from None
+    need = nvidia.CUDA_MIN_DRIVER.get(preset.cuda[0])
+    if os_image is not None and os_image.driver_min is not None:
+        try:
+            images.check_driver(preset, os_image.driver_min)
+        except images.Incompatible as err:
+            raise SpecError("containerImage", value, f"cannot run on {os_image.name}: "
+                            f"{err}") from None
+    elif need is not None and preset.cuda[0] >= 13:
+        image = os_image.name if os_image else "machineImage"
+        warnings.append(f"{preset.image} needs NVIDIA driver {need} or newer; the driver of "
+                        f"{image} is not documented, so the bootstrap's compat step checks it "
+                        "on the host before pulling.")
     return preset.image, preset
+
+
+def _check_declared(keys: Iterable[str], project_dir: Path) -> None:
+    """A key Pulumi.yaml does not declare is a typo until proven otherwise: Pulumi would
+    ignore it without a word."""
+    keys = sorted(keys)
+    declared = declared_keys(project_dir) if keys else frozenset()
+    for key in keys:
+        if key not in declared:
+            near = difflib.get_close_matches(key, sorted(declared), n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]}?" if near else "see Pulumi.yaml for the keys"
+            raise SpecError(key, "(set)", "is not a key "
+                            f"{CONFIG_NAMESPACE} declares in Pulumi.yaml; {hint}")
+
+
+def declared_keys(project_dir: Path) -> frozenset[str]:
+    project = yaml.safe_load((project_dir / "Pulumi.yaml").read_text()) or {}
+    return frozenset((project.get("config") or {}).keys())
+
+
+def _check_sold(cloud: Cloud, profile: InstanceProfile, allow_retired: bool,
+                warnings: list[str]) -> None:
+    """Retired types are refused (a reservation holder may opt in); a type sold only as
+    Spot or Flex-start is refused on demand."""
+    retirement = profile.retirement
+    if retirement is not None:
+        what = (f"is no longer offered on {cloud}: retired {retirement.since} "
+                f"({retirement.source.cite()})")
+        if not allow_retired:
+            raise SpecError("profile", profile.name, f"{what}; use {retirement.replacement}, or "
+                            f"set {CONFIG_NAMESPACE}:allowRetiredProfile: true if you hold a "
+                            "reservation")
+        warnings.append(f"{profile.name} {what}; building it because allowRetiredProfile is "
+                        "true: `pulumi up` fails unless your account still has capacity.")
+    if not profile.on_demand:
+        others = [p.name for p in catalog.profiles_for(cloud)
+                  if p.gpu.model == profile.gpu.model and p.on_demand and p.sold]
+        same_class = [p.name for p in catalog.profiles_for(cloud)
+                      if p.gpu.architecture == "Ampere" and p.on_demand and p.sold]
+        alternative = (others or same_class or ["another profile"])[0]
+        raise SpecError("profile", profile.name,
+                        f"is sold on {cloud} only as {' or '.join(profile.sold_as)}, not "
+                        f"on-demand ({profile.sources[-1].cite()}); use {alternative} on-demand")
+
+
+def _check_shape(cloud: Cloud, profile: InstanceProfile, gpu_count: int) -> None:
+    """GPU counts and vCPU/memory shapes the cloud refuses at create time."""
+    why = profile.shape_refusal(gpu_count)
+    if why is None:
+        return
+    limits = profile.shape_limits
+    assert limits is not None
+    fixes = []
+    fewest = limits.fewest_gpus_for(profile.vcpus, profile.memory_gib)
+    if fewest is not None and fewest in profile.gpu_counts:
+        fixes.append(f"gpuCount {fewest}")
+    fits = [p.name for p in catalog.profiles_for(cloud)
+            if p.gpu == profile.gpu and p.sold and p.shape_refusal(gpu_count) is None]
+    if fits:
+        fixes.append(f"profile {fits[0]}")
+    raise SpecError("gpuCount", gpu_count,
+                    f"with profile {profile.name} ({profile.machine_type} + {profile.gpu.model}) "
+                    f"is refused by {cloud}: {why} ({limits.source.cite()}); use "
+                    + " or ".join(fixes))
+
+
+def _check_os_image(cloud: Cloud, profile: InstanceProfile, os_image: OsImage | None,
+                    machine_image: str | None, warnings: list[str]) -> None:
+    """The OS image's driver must drive the GPU; a GPU the cloud's GPU image cannot serve
+    is refused with a profile it can."""
+    if os_image is None:
+        warnings.append(f"machineImage {machine_image}: its NVIDIA driver is whatever that image "
+                        "carries; the bootstrap's compat and check steps test it on the host.")
+        return
+    why = nvidia.driver_cannot_drive(os_image.driver_branch, os_image.kernel_modules,
+                                     profile.gpu) or profile.image_refusal
+    if why is not None:
+        drivable = [p.name for p in catalog.profiles_for(cloud) if p.sold and p.on_demand
+                    and p.image_refusal is None and nvidia.driver_cannot_drive(
+                        os_image.driver_branch, os_image.kernel_modules, p.gpu) is None]
+        raise SpecError("profile", profile.name,
+                        f"cannot be driven by {cloud}'s GPU image {os_image.name}: {why}; use "
+                        f"{drivable[0]}, or set {CONFIG_NAMESPACE}:machineImage to an image "
+                        "whose driver drives it")
+    if profile.gpu.compute_capability < nvidia.TURING and os_image.kernel_modules == "unknown":
+        warnings.append(
+            f"{os_image.name} carries R{os_image.driver_branch}, the last branch for "
+            f"{profile.gpu.architecture}, which drives the {profile.gpu.model} only with "
+            "NVIDIA's proprietary kernel modules; which flavour this image loads is not "
+            "documented, so the bootstrap's check step tells.")
 
 
 def _lifecycle(cloud: Cloud, zone: str | None, reader: _Reader) -> dict[str, Any]:
@@ -382,7 +493,7 @@ def _zone(cloud: Cloud, region: str, zone: str | None) -> str | None:
 
 def _profile(cloud: Cloud, name: str | None) -> InstanceProfile:
     if name is None:
-        return catalog.recommended_profile(cloud)
+        return catalog.default_profile(cloud)
     profile = catalog.find_profile(cloud, name)
     if profile is not None:
         return profile
@@ -428,21 +539,31 @@ def _cidrs(values: list[Any]) -> tuple[str, ...]:
     return tuple(cidrs)
 
 
-def _is_anywhere(cidr: str) -> bool:
-    return ipaddress.ip_network(cidr).prefixlen == 0
+def open_to_anywhere(cidrs: tuple[str, ...]) -> list[str]:
+    """The address families the CIDRs cover completely, as 0.0.0.0/0 or ::/0: one /0, or
+    several ranges that together are the whole space (0.0.0.0/1 + 128.0.0.0/1)."""
+    whole = []
+    for everything in ("0.0.0.0/0", "::/0"):
+        family = ipaddress.ip_network(everything)
+        nets = [n for n in map(ipaddress.ip_network, cidrs) if n.version == family.version]
+        if list(ipaddress.collapse_addresses(nets)) == [family]:  # type: ignore[type-var]
+            whole.append(everything)
+    return whole
 
 
 def _check_exposure(
     cidrs: tuple[str, ...], ports: tuple[int, ...], anywhere_ok: bool, warnings: list[str]
 ) -> None:
-    anywhere = [c for c in cidrs if _is_anywhere(c)]
+    anywhere = open_to_anywhere(cidrs)
     if not anywhere:
         return
     app_ports = [p for p in ports if p != SSH_PORT]
     if app_ports and not anywhere_ok:
-        raise SpecError("allowedCidrs", anywhere[0],
+        together = "" if anywhere[0] in cidrs else f" (together they are {anywhere[0]})"
+        shown = anywhere[0] if anywhere[0] in cidrs else list(cidrs)
+        raise SpecError("allowedCidrs", shown,
                         f"would open app ports {', '.join(map(str, app_ports))} to the whole "
-                        "internet; use your own CIDR, or set "
+                        f"internet{together}; use your own CIDR, or set "
                         f"{CONFIG_NAMESPACE}:allowAppPortsFromAnywhere: true to accept that")
     if app_ports:
         warnings.append(
@@ -484,34 +605,72 @@ def _ssh_public_key(value: str | None, project_dir: Path) -> str:
     return " ".join(parts[:3])
 
 
-def _ssh_user(cloud: Cloud, reader: _Reader) -> tuple[str, str | None]:
-    """The login user, and on GCP the Google account whose OS Login profile gets the key."""
+def _ssh_user(cloud: Cloud, reader: _Reader) -> tuple[str, str | None, str]:
+    """The login user; on GCP also the Google account whose OS Login profile gets the key,
+    and its kind (user, external, service), which decides the login name."""
     admin_user = reader.text("adminUser")
     account = reader.text("gcpOsLoginAccount")
+    external = reader.boolean("gcpOsLoginExternal", default=False)
     if account is not None and cloud != "gcp":
         raise SpecError("gcpOsLoginAccount", account, f"applies to gcp stacks only, not {cloud}")
+    if external and cloud != "gcp":
+        raise SpecError("gcpOsLoginExternal", "true", f"applies to gcp stacks only, not {cloud}")
     if cloud in FIXED_SSH_USERS:
         fixed = FIXED_SSH_USERS[cloud]
         if admin_user not in (None, fixed):
             raise SpecError("adminUser", admin_user, f"cannot be chosen on {cloud}: its GPU "
                             f"image logs in as {fixed}; remove the key or set it to {fixed}")
-        return fixed, None
+        return fixed, None, "user"
     if cloud == "gcp":
         if account is None or not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", account):
             raise SpecError("gcpOsLoginAccount", account, "must be the Google account (e.g. "
                             "you@your-university.edu) whose OS Login profile gets the key")
-        # OS Login names a Google account's POSIX user after its email, with
-        # every character outside [a-z0-9] turned into "_".
-        derived = re.sub(r"[^a-z0-9]", "_", account.lower())
-        user = admin_user or derived
-    else:
-        user = admin_user or DEFAULT_ADMIN_USER_AZURE
-        if user in AZURE_RESERVED_USERS:
-            raise SpecError("adminUser", user, "is reserved on Azure; e.g. azureuser")
+        if admin_user is not None:
+            raise SpecError("adminUser", admin_user, "cannot be chosen on gcp: OS Login derives "
+                            "the login user from gcpOsLoginAccount; remove the key")
+        kind = ("service" if account.lower().endswith(".gserviceaccount.com")
+                else "external" if external else "user")
+        return os_login_user(account, kind), account, kind
+    user = admin_user or DEFAULT_ADMIN_USER_AZURE
+    if user in AZURE_RESERVED_USERS:
+        raise SpecError("adminUser", user, "is reserved on Azure; e.g. azureuser")
     if not LINUX_USER.match(user):
         raise SpecError("adminUser", user, "is not a Linux user name ([a-z_][a-z0-9_-]*, "
                         "at most 32 characters)")
-    return user, account
+    return user, account, "user"
+
+
+# OS Login's POSIX names (GoogleCloudPlatform/compute-image-packages#692, 2018-11-28;
+# hashicorp/packer-plugin-googlecompute#254/#272, 2025-05; google/syzkaller#4423,
+# 2024-01-10; read 2026-11-23): the email with every character outside [a-z0-9]
+# turned into "_"; accounts outside the organisation get "ext_" and are cut to 32
+# characters; service accounts are sa_<numeric unique id>, known only to Google.
+SERVICE_ACCOUNT_USER = "sa_{unique_id}"
+
+
+def os_login_user(account: str, kind: str) -> str:
+    if kind == "service":
+        return SERVICE_ACCOUNT_USER
+    name = re.sub(r"[^a-z0-9]", "_", account.lower())
+    return ("ext_" + name)[:32] if kind == "external" else name
+
+
+def _azure_identity(cloud: Cloud, reader: _Reader, lifecycle: dict[str, Any],
+                    warnings: list[str]) -> bool:
+    """Whether the VM gets an identity that may deallocate it (the idle autostop)."""
+    wanted = reader.boolean("azureSelfDeallocate", default=True)
+    if cloud != "azure":
+        if reader.text("azureSelfDeallocate") is not None:
+            raise SpecError("azureSelfDeallocate", reader.text("azureSelfDeallocate"),
+                            f"applies to azure stacks only, not {cloud}")
+        return False
+    if lifecycle["autostop_minutes"] and not wanted:
+        fallback = (f"Azure's daily auto-shutdown at {lifecycle['azure_daily_shutdown']} "
+                    "deallocates it" if lifecycle["azure_daily_shutdown"] else
+                    "set azureDailyShutdown: \"22:00\" so Azure's own schedule deallocates it")
+        warnings.append("azureSelfDeallocate is false: the idle autostop can only power the VM "
+                        "off, which Azure keeps billing for; " + fallback + ".")
+    return wanted and bool(lifecycle["autostop_minutes"])
 
 
 def _tags(values: list[Any], stack: str) -> tuple[tuple[str, str], ...]:

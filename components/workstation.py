@@ -32,6 +32,9 @@ OUTPUT_NAMES = (
     "dataset_bucket",
     "autostop_minutes",
     "jupyter_token",
+    "machine_image",
+    "start_command",
+    "stop_command",
 )
 JUPYTER_TOKEN_LENGTH = 48
 
@@ -55,7 +58,14 @@ class Workstation(pulumi.ComponentResource):
         *,
         data_volume_id: pulumi.Output[str] | None,
         bucket: pulumi.Output[str] | None,
+        machine_image: pulumi.Input[str],
+        start_command: pulumi.Input[str],
+        stop_command: pulumi.Input[str],
+        ssh_user: pulumi.Input[str] | None = None,
     ) -> None:
+        """Export the outputs every cloud shares. start/stop_command are the cloud CLI's
+        own commands for this machine: the way back after an autostop, and a manual stop
+        that ends compute billing."""
         spec = self.spec
         # Generated once, kept in the stack's state as a secret: the plan and
         # `pulumi stack output` never show it unless asked (--show-secrets);
@@ -64,14 +74,18 @@ class Workstation(pulumi.ComponentResource):
             f"{spec.name_prefix}-jupyter-token", length=JUPYTER_TOKEN_LENGTH, special=False,
             opts=self.child,
         )
+        # The login user is the spec's, except an OS Login service account (sa_<id>).
+        user = pulumi.Output.from_input(ssh_user if ssh_user is not None else spec.ssh_user)
         values: dict[str, object] = {
             "cloud": spec.cloud,
             "instance_type": spec.profile.machine_type,
             "gpu": f"{spec.gpu_count} x {spec.profile.gpu.model}",
             "public_ip": public_ip,
-            "ssh_user": spec.ssh_user,
-            "ssh_command": public_ip.apply(lambda ip: access.ssh_command(spec.ssh_user, ip)),
-            "tunnel_command": public_ip.apply(lambda ip: access.tunnel_command(spec, ip)),
+            "ssh_user": user,
+            "ssh_command": pulumi.Output.all(user, public_ip).apply(
+                lambda v: access.ssh_command(v[0], v[1])),
+            "tunnel_command": pulumi.Output.all(user, public_ip).apply(
+                lambda v: access.tunnel_command(spec, v[1], v[0])),
             "jupyter_url": access.jupyter_url(),
             "aiaa_url": access.aiaa_url(),
             "mlflow_url": access.mlflow_url(spec),
@@ -86,6 +100,9 @@ class Workstation(pulumi.ComponentResource):
             # too, so the program never depends on that. (The SDK's stub types
             # the argument as Never, hence the ignore.)
             "jupyter_token": pulumi.Output.secret(token.result),  # type: ignore[arg-type]
+            "machine_image": machine_image,
+            "start_command": start_command,
+            "stop_command": stop_command,
         }
         assert tuple(values) == OUTPUT_NAMES, "every cloud exports the same outputs"
         self.outputs = {k: pulumi.Output.from_input(v) for k, v in values.items()}

@@ -31,14 +31,22 @@ SECRET = "[secret]"
 # What each lookup the program makes returns offline: the marker, in the
 # shape the SDK's typed result accepts. Real values exist only at `pulumi up`.
 INVOKE_RESULTS: dict[str, dict[str, Any]] = {
-    "aws:ec2/getAmi:getAmi": {"id": KNOWN_AFTER_UP, "imageId": KNOWN_AFTER_UP},
+    "aws:ssm/getParameter:getParameter": {
+        "id": KNOWN_AFTER_UP, "arn": KNOWN_AFTER_UP, "name": KNOWN_AFTER_UP,
+        "type": "String", "value": KNOWN_AFTER_UP, "version": 0, "insecureValue": KNOWN_AFTER_UP,
+    },
     "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": {
         "id": KNOWN_AFTER_UP, "locations": [KNOWN_AFTER_UP],
     },
     "aws:ebs/getVolume:getVolume": {"id": KNOWN_AFTER_UP, "availabilityZone": KNOWN_AFTER_UP},
-    "azure-native:authorization:getClientConfig": {
-        "clientId": KNOWN_AFTER_UP, "objectId": KNOWN_AFTER_UP,
-        "subscriptionId": KNOWN_AFTER_UP, "tenantId": KNOWN_AFTER_UP,
+    # The identity running `pulumi up`: empty offline, so the plan cannot compare it.
+    "gcp:organizations/getClientOpenIdUserInfo:getClientOpenIdUserInfo": {
+        "id": KNOWN_AFTER_UP, "email": "",
+    },
+    "gcp:serviceaccount/getAccount:getAccount": {
+        "id": KNOWN_AFTER_UP, "accountId": KNOWN_AFTER_UP, "email": KNOWN_AFTER_UP,
+        "name": KNOWN_AFTER_UP, "uniqueId": KNOWN_AFTER_UP, "displayName": KNOWN_AFTER_UP,
+        "member": KNOWN_AFTER_UP,
     },
 }
 

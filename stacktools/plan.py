@@ -62,13 +62,13 @@ class Machine:
 def declared_machine(run: ProgramRun) -> Machine:
     """The instance as declared: type, GPU count, OS image and root disk."""
     for vm in run.of_type("aws:ec2/instance:Instance"):
-        ami_lookup = run.invokes_of("aws:ec2/getAmi:getAmi")[0].args
-        name = next(f["values"][0] for f in ami_lookup["filters"] if f["name"] == "name")
+        lookups = run.invokes_of("aws:ssm/getParameter:getParameter")
+        image = (f"AMI from public SSM parameter {lookups[0].args['name']} (AMI ID "
+                 f"{KNOWN_AFTER_UP}; pin it with machineImage: <the machine_image output>)"
+                 if lookups else f"pinned AMI {vm.inputs['ami']} (machineImage)")
         disk = vm.inputs["rootBlockDevice"]
         return _machine(
-            "aws", vm.inputs["instanceType"], None,
-            f"newest AMI named '{name}' owned by {', '.join(ami_lookup['owners'])} "
-            f"(AMI ID {KNOWN_AFTER_UP})",
+            "aws", vm.inputs["instanceType"], None, image,
             f"{disk['volumeSize']:.0f} GB {disk['volumeType']}"
             f"{', encrypted' if disk.get('encrypted') else ', NOT encrypted'}",
         )
@@ -145,6 +145,48 @@ def kept_after_destroy(run: ProgramRun, cloud: catalog.Cloud) -> Kept:
     return Kept(tuple(lines), round(monthly, 2))
 
 
+def quota_lines(profile: catalog.InstanceProfile, gpu_count: int, region: str) -> list[str]:
+    """The quotas a machine draws on, how much, and the command or page to raise them."""
+    lines = []
+    for quota, need in profile.quota_needs(gpu_count):
+        where = region if quota.scope == "per region" else "all regions"
+        request = catalog.QUOTA_REQUESTS[profile.cloud].format(
+            code=quota.code, need=need, region=region)
+        unit = quota.unit if need != 1 else quota.unit[:-1]
+        lines.append(f"{quota.code} ({quota.name}): {need} {unit} in {where}; "
+                     f"raise it: {request}")
+    return lines
+
+
+def up_needs(run: ProgramRun, cloud: catalog.Cloud) -> list[str]:
+    """What the identity running `pulumi up` must have, beyond creating the resources."""
+    lines = []
+    if cloud == "azure":
+        vm = run.one("azure-native:compute:VirtualMachine")
+        plan = vm.inputs.get("plan") or {}
+        ref = vm.inputs["storageProfile"]["imageReference"]
+        lines.append("the Marketplace terms of the image, once per subscription: az vm image "
+                     f"terms accept --urn {ref['publisher']}:{ref['offer']}:{ref['sku']}:"
+                     f"{ref['version']} (plan {plan.get('name')})")
+        if run.of_type("azure-native:authorization:RoleAssignment"):
+            lines.append("Microsoft.Authorization/roleDefinitions/write and roleAssignments/"
+                         "write (Owner or User Access Administrator): the VM gets a custom role "
+                         "that may read and deallocate itself only; a Contributor sets "
+                         "azureSelfDeallocate: false")
+    if cloud == "gcp":
+        account = run.config.get("gpu-workbench:gcpOsLoginAccount", "")
+        lines.append(f"to run as {account}: the key goes into the OS Login profile of the "
+                     "identity running `pulumi up`, and the OS Login API lets a caller add keys "
+                     "to its own profile only (checked at up)")
+        user = run.outputs.get("ssh_user")
+        rule = ("a service account's login is sa_<its numeric unique id>"
+                if account.endswith(".gserviceaccount.com") else
+                "the email with every character outside a-z0-9 as _, with ext_ and cut to 32 "
+                "characters for an account outside the organisation (gcpOsLoginExternal)")
+        lines.append(f"login user {user}: OS Login's name for it ({rule})")
+    return lines
+
+
 def stop_policy(run: ProgramRun, cloud: catalog.Cloud) -> list[str]:
     minutes = run.outputs.get("autostop_minutes")
     if not minutes:
@@ -218,12 +260,18 @@ def render(run: ProgramRun, stack_path: Path) -> str:
     if profile is not None:
         gpu = profile.gpu
         cc = ".".join(map(str, gpu.compute_capability))
+        retired = ("" if profile.retirement is None else
+                   f"  [RETIRED {profile.retirement.since}]")
         add(f"  instance    {machine.machine_type}: {machine.gpu_count} x {gpu.model} "
             f"({gpu.architecture}, CUDA compute capability {cc}), {profile.vcpus} vCPU, "
-            f"{profile.memory_gib:g} GiB RAM{'' if profile.sold else '  [RETIRED]'}")
+            f"{profile.memory_gib:g} GiB RAM{retired}")
     else:
         add(f"  instance    {machine.machine_type} (not in the catalog)")
     add(f"  os image    {machine.image}")
+    os_image = None if run.config.get("gpu-workbench:machineImage") else (
+        catalog.os_image(machine.cloud))
+    if os_image is not None:
+        add(f"  driver      {os_image.driver_text} (expected; {os_image.note})")
     add(f"  root disk   {machine.disk}")
     add(f"  container   {_container_line(str(outputs.get('container_image')))}")
     cost = outputs.get("hourly_cost_usd")
@@ -231,6 +279,16 @@ def render(run: ProgramRun, stack_path: Path) -> str:
         add(f"  cost        ${cost:.2f}/hour on-demand while running (about ${cost * 24:.2f}/day, "
             f"${cost * 730:,.0f}/month); {catalog.PRICE_REGIONS[machine.cloud]} list price "
             f"read {catalog.PRICES_READ_ON}; disks and traffic extra")
+    if profile is not None:
+        add("")
+        add("Quota this stack consumes (request it before `pulumi up`; new accounts "
+            "usually have 0)")
+        out.extend(f"  {line}" for line in quota_lines(profile, machine.gpu_count, region))
+    needs = up_needs(run, machine.cloud)
+    if needs:
+        add("")
+        add("What `pulumi up` needs")
+        out.extend(f"  {line}" for line in needs)
     add("")
     add("Open ports (inbound TCP, source CIDRs)")
     for port, cidrs in firewall_openings(run).items():

@@ -78,12 +78,17 @@ def test_presets_bring_their_ports_and_jupyter_start_unknown_images_keep_the_def
 
     monai = find_preset("monai-label")
     spec = spec_for_image("workbench", "projectmonai/monailabel:0.8.5", monai, "/w")
-    assert spec.port_bindings == {("8888/tcp", "8890"), ("8000/tcp", "8000")}
+    # The image has no JupyterLab: MONAI Label's server is the container's process.
+    assert spec.port_bindings == {("8000/tcp", "8000")}
     argv = shlex.split(spec.run_command("/e", "abc"))
-    assert "-p 8890:8888" in " ".join(argv) and "-p 8000:8000" in " ".join(argv)
-    assert "5000" not in " ".join(argv)
-    assert argv[-1].endswith("exec jupyter lab --ip=0.0.0.0 --port=8888 --no-browser "
-                             "--allow-root --ServerApp.root_dir=/workspace")
+    assert "-p 8000:8000" in " ".join(argv) and "8890" not in " ".join(argv)
+    assert "5000" not in " ".join(argv) and "jupyter" not in argv[-1]
+    assert "exec monailabel start_server --app /workspace/apps/radiology" in argv[-1]
+    assert "--host 0.0.0.0 --port 8000" in argv[-1]
+    clara = spec_for_image("workbench", "nvcr.io/nvidia/clara-train-sdk:v4.1",
+                           find_preset("clara-train"), "/w")
+    clara_start = shlex.split(clara.run_command("/e", "abc"))[-1]
+    assert clara_start.index("AIAA start") < clara_start.index("exec jupyter lab --ip=0.0.0.0")
     unknown = spec_for_image("workbench", "ghcr.io/lab/seg:2.1", None, "/w")
     assert unknown.port_bindings == {("8888/tcp", "8890"), ("5000/tcp", "5000")}
     # Hashed as before presets existed: an upgrade leaves running containers alone.

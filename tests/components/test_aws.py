@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from components.aws import DLAMI_NAME, DLAMI_OWNER
+import pytest
+
+from components import catalog
+from components.aws import first_zone
 from stacktools.mock_engine import KNOWN_AFTER_UP
 from tests.support.stacks import RunStack
 
@@ -13,31 +16,61 @@ INSTANCE = "aws:ec2/instance:Instance"
 def test_instance_type_image_disk_and_imdsv2(run_stack: RunStack) -> None:
     run = run_stack("aws")
     vm = run.one(INSTANCE).inputs
-    assert vm["instanceType"] == "p3.2xlarge"
+    assert vm["instanceType"] == "g5.2xlarge"
     assert vm["ami"] == KNOWN_AFTER_UP  # from the lookup below, never invented
     assert vm["metadataOptions"]["httpTokens"] == "required"
     assert vm["metadataOptions"]["httpEndpoint"] == "enabled"
-    assert vm["metadataOptions"]["httpPutResponseHopLimit"] == 2
+    # 1: the host reaches IMDS, a container (one hop more) does not.
+    assert vm["metadataOptions"]["httpPutResponseHopLimit"] == 1
     disk = vm["rootBlockDevice"]
     assert (disk["volumeType"], disk["volumeSize"], disk["encrypted"]) == ("gp3", 100, True)
     assert vm["tags"]["project"] == "gpu-workbench" and vm["tags"]["stack"] == "aws"
 
 
-def test_ami_lookup_filters_on_owner_and_name(run_stack: RunStack) -> None:
-    (lookup,) = run_stack("aws").invokes_of("aws:ec2/getAmi:getAmi")
-    assert lookup.args["owners"] == [DLAMI_OWNER] == ["amazon"]
-    assert lookup.args["mostRecent"] is True
-    filters = {f["name"]: f["values"] for f in lookup.args["filters"]}
-    assert filters["name"] == [DLAMI_NAME]
-    assert "Deep Learning Base" in DLAMI_NAME and "Nvidia Driver GPU" in DLAMI_NAME
-    assert filters["architecture"] == ["x86_64"]
+def test_ami_comes_from_the_dlami_ssm_parameter_for_the_gpu(run_stack: RunStack) -> None:
+    run = run_stack("aws")
+    (lookup,) = run.invokes_of("aws:ssm/getParameter:getParameter")
+    # AWS's documented public parameter for the OSS-driver DLAMI (catalog sources).
+    assert lookup.args["name"] == (
+        "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/"
+        "latest/ami-id")
+    assert lookup.args["name"] == catalog.os_image("aws").lookup
+    assert run.outputs["machine_image"] == KNOWN_AFTER_UP
+
+
+def test_a_pinned_ami_is_used_as_is_and_looked_up_nowhere(run_stack: RunStack) -> None:
+    run = run_stack("aws", machineImage="ami-0123456789abcdef0")
+    assert run.one(INSTANCE).inputs["ami"] == "ami-0123456789abcdef0"
+    assert not run.invokes_of("aws:ssm/getParameter:getParameter")
+    assert run.outputs["machine_image"] == "ami-0123456789abcdef0"
+    assert any("machineImage ami-0123456789abcdef0: its NVIDIA driver" in w
+               for w in run.warnings)
+
+
+def test_no_zone_offering_the_type_is_one_line() -> None:
+    import pulumi
+
+    with pytest.raises(pulumi.RunError) as caught:
+        first_zone([], "g5.2xlarge", "us-east-1")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "g5.2xlarge is not offered in any zone of us-east-1" in message
+    assert "gpu-workbench:region" in message
+    assert first_zone(["us-east-1c", "us-east-1a"], "g5.2xlarge", "us-east-1") == "us-east-1a"
+
+
+def test_start_and_stop_commands_are_the_aws_cli_for_this_instance(run_stack: RunStack) -> None:
+    outputs = run_stack("aws").outputs
+    # The instance ID exists only after up: the command is known then, never guessed.
+    assert outputs["start_command"] == KNOWN_AFTER_UP
+    assert outputs["stop_command"] == KNOWN_AFTER_UP
 
 
 def test_zone_comes_from_offerings_unless_set(run_stack: RunStack) -> None:
     run = run_stack("aws")
     (offerings,) = run.invokes_of(
         "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings")
-    assert offerings.args["filters"] == [{"name": "instance-type", "values": ["p3.2xlarge"]}]
+    assert offerings.args["filters"] == [{"name": "instance-type", "values": ["g5.2xlarge"]}]
     pinned = run_stack("aws", zone="us-east-1c")
     assert pinned.one("aws:ec2/subnet:Subnet").inputs["availabilityZone"] == "us-east-1c"
     assert not pinned.invokes_of("aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings")
@@ -86,9 +119,9 @@ def test_outputs_never_invent_cloud_values(run_stack: RunStack) -> None:
     outputs = run_stack("aws").outputs
     assert outputs["public_ip"] == KNOWN_AFTER_UP
     assert outputs["ssh_command"] == KNOWN_AFTER_UP
-    assert outputs["hourly_cost_usd"] == 3.06
-    assert outputs["instance_type"] == "p3.2xlarge"
-    assert outputs["gpu"] == "1 x NVIDIA V100 16GB"
+    assert outputs["hourly_cost_usd"] == 1.212
+    assert outputs["instance_type"] == "g5.2xlarge"
+    assert outputs["gpu"] == "1 x NVIDIA A10G 24GB"
 
 
 def test_jupyter_token_is_generated_once_and_secret(run_stack: RunStack) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from components.azure import NVIDIA_VMI_URN
+from components import catalog
+from components.azure import SELF_DEALLOCATE_ACTIONS
+from stacktools.mock_engine import KNOWN_AFTER_UP
 from tests.support.stacks import RunStack
 
 VM = "azure-native:compute:VirtualMachine"
@@ -11,9 +13,10 @@ NSG = "azure-native:network:NetworkSecurityGroup"
 
 def test_vm_size_image_and_marketplace_plan(run_stack: RunStack) -> None:
     vm = run_stack("azure").one(VM).inputs
-    assert vm["hardwareProfile"] == {"vmSize": "Standard_NC6s_v3"}
-    publisher, offer, sku, version = NVIDIA_VMI_URN.split(":")
-    assert (publisher, offer) == ("nvidia", "ngc_azure_17_11")
+    assert vm["hardwareProfile"] == {"vmSize": "Standard_NC24ads_A100_v4"}
+    publisher, offer, sku, version = catalog.os_image("azure").lookup.split(":")
+    # Gen2: NC A100 v4 and NC H100 v5 boot Gen2 images only (catalog sources).
+    assert (publisher, offer, sku) == ("nvidia", "ngc_azure_17_11", "ngc-base-version-25_9_1_gen2")
     assert vm["storageProfile"]["imageReference"] == {
         "publisher": publisher, "offer": offer, "sku": sku, "version": version}
     assert vm["plan"] == {"name": sku, "product": offer, "publisher": publisher}
@@ -66,8 +69,44 @@ def test_network_wiring_static_ip_and_nsg_on_nic(run_stack: RunStack) -> None:
             assert resource.source_of("resourceGroupName") == [expected.urn], resource.name
 
 
-def test_current_gpu_stack(run_stack: RunStack) -> None:
-    run = run_stack("azure-a100")
-    assert run.one(VM).inputs["hardwareProfile"] == {"vmSize": "Standard_NC24ads_A100_v4"}
+def test_current_gpu_stacks(run_stack: RunStack) -> None:
+    run = run_stack("azure")
     assert run.outputs["hourly_cost_usd"] == 3.673
     assert not any("retired" in w for w in run.warnings)
+    t4 = run_stack("azure-t4")
+    assert t4.one(VM).inputs["hardwareProfile"] == {"vmSize": "Standard_NC8as_T4_v3"}
+    assert t4.outputs["hourly_cost_usd"] == 0.752
+
+
+def test_self_deallocate_is_a_custom_role_on_this_vm_only(run_stack: RunStack) -> None:
+    run = run_stack("azure")
+    role = run.one("azure-native:authorization:RoleDefinition")
+    group = run.named("wb-azure-rg")
+    # Read and deallocate; no runCommand (root on the host), no powerOff (still billed).
+    assert role.inputs["permissions"] == [
+        {"actions": list(SELF_DEALLOCATE_ACTIONS), "notActions": []}]
+    assert set(SELF_DEALLOCATE_ACTIONS) == {"Microsoft.Compute/virtualMachines/read",
+                                           "Microsoft.Compute/virtualMachines/deallocate/action"}
+    assert role.source_of("scope") == [group.urn]
+    assert role.source_of("assignableScopes") == [group.urn]
+    assignment = run.one("azure-native:authorization:RoleAssignment")
+    vm = run.one(VM)
+    assert assignment.source_of("roleDefinitionId") == [role.urn]
+    assert assignment.source_of("scope") == [vm.urn]
+    assert assignment.inputs["principalType"] == "ServicePrincipal"
+    assert vm.inputs["identity"] == {"type": "SystemAssigned"}
+
+
+def test_a_contributor_skips_the_identity_and_is_told_the_fallback(run_stack: RunStack) -> None:
+    run = run_stack("azure", azureSelfDeallocate=False)
+    assert not run.of_type("azure-native:authorization:RoleDefinition")
+    assert not run.of_type("azure-native:authorization:RoleAssignment")
+    assert "identity" not in run.one(VM).inputs
+    (warning,) = [w for w in run.warnings if "azureSelfDeallocate is false" in w]
+    assert "Azure keeps billing" in warning and "azureDailyShutdown" in warning
+
+
+def test_start_and_stop_commands_deallocate(run_stack: RunStack) -> None:
+    outputs = run_stack("azure").outputs
+    assert outputs["start_command"] == KNOWN_AFTER_UP
+    assert outputs["stop_command"] == KNOWN_AFTER_UP

@@ -18,8 +18,8 @@ CASES = [
     ("aws", {"profile": "p9.mega"}, "profile", ["'p9.mega'", "g6.2xlarge"]),
     ("aws", {"profile": "g2-standard-8"}, "profile", ["gcp profile", "not offered on aws"]),
     ("azure", {"profile": "p3.2xlarge"}, "profile", ["aws profile", "Standard_NC6s_v3"]),
-    ("aws", {"gpuCount": 4}, "gpuCount", ["4", "p3.2xlarge", "accepted: 1"]),
-    ("gcp", {"gpuCount": 3}, "gpuCount", ["3", "accepted: 1, 2, 4"]),
+    ("aws", {"gpuCount": 4}, "gpuCount", ["4", "g5.2xlarge", "accepted: 1"]),
+    ("gcp", {"gpuCount": 3}, "gpuCount", ["3", "accepted: 1, 2, 4, 8"]),
     ("aws", {"gpuCount": "two"}, "gpuCount", ["'two'", "whole number"]),
     ("aws", {"allowedCidrs": ["10.0.0.300/32"]}, "allowedCidrs", ["'10.0.0.300/32'", "CIDR"]),
     ("aws", {"allowedCidrs": ["10.1.2.3/24"]}, "allowedCidrs",
@@ -115,7 +115,8 @@ def test_plan_names_the_stacks_when_one_is_missing() -> None:
     result = subprocess.run([str(PROJECT_DIR / "scripts" / "plan"), "nope"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert "no stack file" in result.stderr and "aws, aws-h100, aws-l4, azure" in result.stderr
+    assert "no stack file" in result.stderr
+    assert "aws, aws-h100, aws-l4, azure, azure-t4" in result.stderr
 
 
 def test_up_refuses_the_example_values(monkeypatch) -> None:

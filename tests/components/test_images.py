@@ -22,20 +22,26 @@ def test_every_preset_on_every_profile(
     preset: images.ImagePreset, profile: catalog.InstanceProfile
 ) -> None:
     cc = profile.gpu.compute_capability
-    # Written out independently of MIN_COMPUTE_CAPABILITY: CUDA 13 needs Turing (7.5)+.
-    cannot_run = preset.cuda[0] >= 13 and cc < (7, 5)
-    if cannot_run:
+    # Written out independently of components/nvidia.py: CUDA 13 needs Turing (7.5)+;
+    # CUDA 11.4 (Clara Train 4.1) builds code up to Ampere 8.6, not Ada 8.9 or Hopper 9.0.
+    too_old = preset.cuda[0] >= 13 and cc < (7, 5)
+    too_new = preset.cuda == (11, 4) and cc > (8, 6)
+    if too_old or too_new:
         with pytest.raises(images.Incompatible) as caught:
             images.check_gpu(preset, profile.gpu, gpu_label=profile.name)
         message = str(caught.value)
         assert preset.image in message and profile.gpu.model in message
-        assert "CUDA 13" in message and "7.5" in message
-        assert re.search(r"use \S+ \(nvcr\.io/\S+\)", message)  # names an older tag
-        assert f"newer GPU than {profile.name}" in message  # or a newer GPU
+        if too_old:
+            assert "CUDA 13 needs compute capability 7.5" in message
+            assert f"a newer GPU than {profile.name}" in message
+        else:
+            assert "CUDA 11.4 predates" in message and "up to 8.6 only" in message
+            assert f"8.6 or older instead of {profile.name}" in message
+        assert re.search(r"use \S+ \((nvcr\.io|projectmonai)/\S+\)", message)  # a fix
     else:
         warnings = images.check_gpu(preset, profile.gpu, gpu_label=profile.name)
-        slow_jit = preset.cuda == (11, 4) and cc > (8, 6)
-        assert bool(warnings) == slow_jit
+        unverified = preset.name in ("pytorch-cuda12", "tensorflow2") and cc < (7, 5)
+        assert bool(warnings) == unverified
 
 
 def test_presets_cover_the_frameworks_with_ports_and_jupyter() -> None:
@@ -44,8 +50,14 @@ def test_presets_cover_the_frameworks_with_ports_and_jupyter() -> None:
     clara = images.find_preset("clara-train")
     assert clara is not None
     assert [(p.container, p.host) for p in clara.ports] == [(8888, 8890), (5000, 5000)]
+    assert clara.background is not None and "AIAA start" in clara.background
+    # MONAI Label's image has no JupyterLab: its server is the container's process.
     monai = images.find_preset("monai-label")
-    assert monai is not None and any(p.container == 8000 for p in monai.ports)
+    assert monai is not None and monai.jupyter_command is None
+    assert [(p.container, p.host) for p in monai.ports] == [(8000, 8000)]
+    assert monai.server_command is not None
+    assert "monailabel start_server" in monai.server_command
+    assert "--port 8000" in monai.server_command and "--conf models" in monai.server_command
     for preset in images.PRESETS:
         assert images.find_preset(preset.image) is preset
         assert not any(p.host == 5000 for p in preset.ports if p.purpose != "Clara AIAA server")
@@ -78,20 +90,29 @@ def plan_with(tmp_path: Path, stack: str, image: str) -> subprocess.CompletedPro
 
 
 def test_plan_refuses_cuda13_on_v100_naming_both_and_a_fix(tmp_path: Path) -> None:
-    result = plan_with(tmp_path, "aws", "pytorch")
+    result = plan_with(tmp_path, "gcp", "pytorch")
     assert result.returncode == 1
     line = result.stderr.strip()
     assert "\n" not in line
     assert line.startswith("error: gpu-workbench:containerImage: 'pytorch' cannot run here")
     assert "nvcr.io/nvidia/pytorch:25.10-py3" in line and "NVIDIA V100 16GB" in line
     assert "use pytorch-cuda12 (nvcr.io/nvidia/pytorch:25.01-py3)" in line
-    assert "newer GPU than p3.2xlarge" in line
+    assert "newer GPU than n1-highmem-8-v100" in line
+
+
+def test_plan_refuses_clara_on_ada_and_names_a_gpu_it_knows(tmp_path: Path) -> None:
+    result = plan_with(tmp_path, "aws-l4", "clara-train")
+    assert result.returncode == 1
+    line = result.stderr.strip()
+    assert "CUDA 11.4 predates the NVIDIA L4 24GB (Ada Lovelace, 8.9)" in line
+    assert "use monai-label (projectmonai/monailabel:0.8.5)" in line
 
 
 def test_plan_passes_a_compatible_image(tmp_path: Path) -> None:
-    v100 = plan_with(tmp_path, "aws", "pytorch-cuda12")
+    v100 = plan_with(tmp_path, "gcp", "pytorch-cuda12")
     assert v100.returncode == 0, v100.stderr
     assert "nvcr.io/nvidia/pytorch:25.01-py3 (preset pytorch-cuda12: CUDA 12.8" in v100.stdout
+    assert "is unverified: NGC 25.xx containers have refused pre-Turing GPUs" in v100.stdout
     l4 = plan_with(tmp_path, "aws-l4", "pytorch")
     assert l4.returncode == 0, l4.stderr
     custom = plan_with(tmp_path, "gcp", "ghcr.io/lab/seg:2.1")

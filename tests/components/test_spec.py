@@ -20,7 +20,7 @@ def spec(project_dir: Path = Path("."), **values: str) -> WorkstationSpec:
 
 def test_defaults() -> None:
     s = spec()
-    assert s.profile.name == "n1-standard-16-v100"
+    assert s.profile.name == "n1-highmem-8-v100"  # the guide's V100 in a shape GCP accepts
     assert (s.region, s.zone, s.gpu_count) == ("us-central1", "us-central1-a", 1)
     assert s.open_ports == (22, 8888, 8890, 5000)
     assert s.app_ports == (8888, 8890, 5000)
@@ -55,10 +55,12 @@ def test_tags_and_ports_are_kept_in_order() -> None:
     assert s.open_ports == (22, 6006, 8888)
 
 
-def test_retired_type_warns_with_replacement_but_builds() -> None:
-    s = spec(cloud="azure", gcpOsLoginAccount="", profile="Standard_NC6s_v3")
+def test_retired_type_builds_only_when_asked_and_warns() -> None:
+    s = spec(cloud="azure", gcpOsLoginAccount="", profile="Standard_NC6s_v3",
+             allowRetiredProfile="true")
     assert s.profile.name == "Standard_NC6s_v3"
-    assert any("Standard_NC24ads_A100_v4" in w for w in s.warnings)
+    (warning,) = [w for w in s.warnings if "retired 2025-09-30" in w]
+    assert "allowRetiredProfile is true" in warning
 
 
 def test_tunnel_forwards_the_presets_ports() -> None:
@@ -69,6 +71,7 @@ def test_tunnel_forwards_the_presets_ports() -> None:
     assert tunnel_command(s, "198.51.100.9") == (
         "ssh -N -L 5000:localhost:5000 -L 8000:localhost:8000 -L 8888:localhost:8888 "
         "-L 8890:localhost:8890 ubuntu@198.51.100.9")
+    assert tunnel_command(s, "198.51.100.9", "sa_123").endswith(" sa_123@198.51.100.9")
 
 
 def test_mlflow_joins_the_tunnel_and_outputs() -> None:
