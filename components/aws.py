@@ -53,14 +53,14 @@ class AwsWorkstation(Workstation):
             # AWS publishes each DLAMI's current ID as a public SSM parameter; the
             # variant (and so the driver branch) is chosen by GPU in the catalog.
             image_id = aws.ssm.get_parameter_output(name=spec.os_image.lookup, opts=lookup).value
+        # A kept EBS volume to re-attach: its zone (the instance must join it) and size.
+        kept = aws.ebs.get_volume_output(
+            filters=[{"name": "volume-id", "values": [spec.data_volume_id]}], opts=lookup
+        ) if spec.data_volume_id else None
         zone: pulumi.Input[str]
         if spec.zone:
             zone = spec.zone
-        elif spec.data_volume_id:
-            # A kept EBS volume lives in one zone: the instance must join it.
-            kept = aws.ebs.get_volume_output(
-                filters=[{"name": "volume-id", "values": [spec.data_volume_id]}], opts=lookup
-            )
+        elif kept is not None:
             zone = kept.availability_zone
         else:
             # Not every zone of a region offers every GPU type: ask which do.
@@ -180,6 +180,7 @@ class AwsWorkstation(Workstation):
         self._publish(
             address.public_ip, data_volume_id=data_volume_id, bucket=bucket,
             machine_image=instance.ami,
+            data_volume_gb=kept.size if kept is not None else spec.data_volume_gb,
             start_command=instance.id.apply(
                 lambda i: f"aws ec2 start-instances --instance-ids {i} --region {region}"),
             stop_command=instance.id.apply(

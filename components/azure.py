@@ -34,6 +34,7 @@ class AzureWorkstation(Workstation):
         self, name: str, spec: WorkstationSpec, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("azure", name, spec, opts)
+        self.kept_data_gb: pulumi.Input[float] = spec.data_volume_gb
         prefix = spec.name_prefix
         tags = spec.tag_dict()
         location = spec.region
@@ -163,6 +164,7 @@ class AzureWorkstation(Workstation):
             data_volume_id=pulumi.Output.from_input(data_disk_id) if data_disk_id else None,
             bucket=bucket,
             machine_image=urn,
+            data_volume_gb=self.kept_data_gb,
             start_command=where.apply(lambda w: f"az vm start {w}"),
             # deallocate, not stop: a stopped (powered-off) VM is still billed.
             stop_command=where.apply(lambda w: f"az vm deallocate {w}"),
@@ -189,6 +191,12 @@ class AzureWorkstation(Workstation):
         if not spec.has_data_volume:
             return None
         if spec.data_volume_id:
+            # .../resourceGroups/RG/providers/Microsoft.Compute/disks/NAME: its size.
+            parts = spec.data_volume_id.split("/")
+            self.kept_data_gb = compute.get_disk_output(
+                resource_group_name=parts[4], disk_name=parts[8],
+                opts=pulumi.InvokeOutputOptions(parent=self)).disk_size_gb.apply(
+                    lambda size: size or 0)
             return spec.data_volume_id
         assert data_group is not None
         disk = compute.Disk(

@@ -40,6 +40,7 @@ class GcpWorkstation(Workstation):
         self, name: str, spec: WorkstationSpec, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("gcp", name, spec, opts)
+        self.kept_data_gb: pulumi.Input[float] = spec.data_volume_gb
         prefix = spec.name_prefix
         labels = {label_safe(k): label_safe(v) for k, v in spec.tags}
         network_tag = f"{prefix}-workstation"
@@ -144,6 +145,7 @@ class GcpWorkstation(Workstation):
         self._publish(
             address.address, data_volume_id=data_volume_id, bucket=bucket,
             machine_image=spec.machine_image or (spec.os_image.lookup if spec.os_image else ""),
+            data_volume_gb=self.kept_data_gb,
             start_command=where.apply(lambda w: f"gcloud compute instances start {w}"),
             stop_command=where.apply(lambda w: f"gcloud compute instances stop {w}"),
             ssh_user=ssh_user,
@@ -159,6 +161,11 @@ class GcpWorkstation(Workstation):
         disk_id: pulumi.Input[str]
         if spec.data_volume_id:
             disk_id = spec.data_volume_id
+            # projects/P/zones/Z/disks/NAME: its size, for what keeping it costs.
+            _, project, _, zone, _, name = spec.data_volume_id.split("/")
+            self.kept_data_gb = gcp.compute.get_disk_output(
+                name=name, zone=zone, project=project,
+                opts=pulumi.InvokeOutputOptions(parent=self, provider=provider)).size
         else:
             disk = gcp.compute.Disk(
                 f"{prefix}-data",

@@ -28,26 +28,24 @@ PROJECT_NAME = "gpu-workbench"
 KNOWN_AFTER_UP = "(known after up)"
 SECRET = "[secret]"
 
-# What each lookup the program makes returns offline: the marker, in the
-# shape the SDK's typed result accepts. Real values exist only at `pulumi up`.
+# An invoke the offline engine answers as Pulumi's engine answers one it cannot
+# serve yet: the whole result unknown (ResourceInvokeResponse.unknown), so every
+# value the program derives from it prints as "(known after up)", typed or not.
+WHOLLY_UNKNOWN: dict[str, Any] = {}
+
+# What each lookup the program makes returns offline. Real values exist only at
+# `pulumi up`.
 INVOKE_RESULTS: dict[str, dict[str, Any]] = {
-    "aws:ssm/getParameter:getParameter": {
-        "id": KNOWN_AFTER_UP, "arn": KNOWN_AFTER_UP, "name": KNOWN_AFTER_UP,
-        "type": "String", "value": KNOWN_AFTER_UP, "version": 0, "insecureValue": KNOWN_AFTER_UP,
-    },
-    "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": {
-        "id": KNOWN_AFTER_UP, "locations": [KNOWN_AFTER_UP],
-    },
-    "aws:ebs/getVolume:getVolume": {"id": KNOWN_AFTER_UP, "availabilityZone": KNOWN_AFTER_UP},
+    "aws:ssm/getParameter:getParameter": WHOLLY_UNKNOWN,
+    "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": WHOLLY_UNKNOWN,
+    "aws:ebs/getVolume:getVolume": WHOLLY_UNKNOWN,
+    "gcp:compute/getDisk:getDisk": WHOLLY_UNKNOWN,
+    "azure-native:compute:getDisk": WHOLLY_UNKNOWN,
     # The identity running `pulumi up`: empty offline, so the plan cannot compare it.
     "gcp:organizations/getClientOpenIdUserInfo:getClientOpenIdUserInfo": {
         "id": KNOWN_AFTER_UP, "email": "",
     },
-    "gcp:serviceaccount/getAccount:getAccount": {
-        "id": KNOWN_AFTER_UP, "accountId": KNOWN_AFTER_UP, "email": KNOWN_AFTER_UP,
-        "name": KNOWN_AFTER_UP, "uniqueId": KNOWN_AFTER_UP, "displayName": KNOWN_AFTER_UP,
-        "member": KNOWN_AFTER_UP,
-    },
+    "gcp:serviceaccount/getAccount:getAccount": WHOLLY_UNKNOWN,
 }
 
 
@@ -128,6 +126,14 @@ class _RecordingMonitor(mocks.MockMonitor):
         super().__init__(recorder)
         self.run = recorder.run
 
+    def Invoke(self, request: Any) -> Any:
+        response = super().Invoke(request)  # records the call and checks it is listed
+        if INVOKE_RESULTS.get(request.tok) is WHOLLY_UNKNOWN:
+            from pulumi.runtime.proto import resource_pb2
+
+            return resource_pb2.ResourceInvokeResponse(unknown=True)
+        return response
+
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
@@ -137,13 +143,28 @@ class _RecordingMonitor(mocks.MockMonitor):
                 name=request.name,
                 parent_urn=request.parent,
                 custom=bool(request.custom),
-                inputs=rpc.deserialize_properties(request.object, keep_unknowns=True),
+                inputs=_mark_unknowns(
+                    rpc.deserialize_properties(request.object, keep_unknowns=True)),
                 input_sources={key: list(deps.urns)
                                for key, deps in request.propertyDependencies.items()},
                 retain_on_delete=bool(request.retainOnDelete),
                 ignore_changes=tuple(request.ignoreChanges),
             ))
         return response
+
+
+def _mark_unknowns(value: Any) -> Any:
+    """Inputs the engine does not know yet (from a wholly unknown invoke, or another
+    resource's output) as the plan prints them."""
+    from pulumi.output import Unknown
+
+    if isinstance(value, Unknown) or value == rpc.UNKNOWN:
+        return KNOWN_AFTER_UP
+    if isinstance(value, dict):
+        return {k: _mark_unknowns(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mark_unknowns(v) for v in value]
+    return value
 
 
 class _WarningLog(logging.Handler):

@@ -131,8 +131,13 @@ def kept_after_destroy(run: ProgramRun, cloud: catalog.Cloud) -> Kept:
     reattached = run.outputs.get("data_volume_id")
     if not disks and reattached:
         # Attached by ID (dataVolumeId): the program declared no disk to delete.
-        lines.append(f"data volume {reattached}: re-attached at /data; not part of this "
-                     "stack's resources, so `pulumi destroy` leaves it")
+        disk_kind, per_gb = catalog.DISK_PRICES[cloud]
+        known_size = run.outputs.get("data_volume_gb")
+        price = (f"${catalog.disk_monthly_usd(cloud, float(known_size)):.2f}/month while kept"
+                 if isinstance(known_size, int | float) else
+                 f"${per_gb}/GB-month as {disk_kind}; its size is read at up (data_volume_gb)")
+        lines.append(f"data volume {reattached}: re-attached at /data; not this stack's to "
+                     f"delete, so `pulumi destroy` leaves it ({price})")
     if not lines:
         lines.append("no data volume (dataVolumeGb: 0): everything on the machine goes "
                      "with `pulumi destroy`")

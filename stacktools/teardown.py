@@ -67,16 +67,49 @@ def state_resources(export: dict[str, Any]) -> list[dict[str, Any]]:
             if r.get("custom") and not r["type"].startswith("pulumi:providers:")]
 
 
+def stack_outputs(export: dict[str, Any]) -> dict[str, Any]:
+    """The outputs of the stack resource in a `pulumi stack export`."""
+    for resource in export.get("deployment", {}).get("resources") or []:
+        if resource.get("type") == "pulumi:pulumi:Stack":
+            return dict(resource.get("outputs") or {})
+    return {}
+
+
 def leftovers(before: dict[str, Any], after: dict[str, Any] | None) -> list[Leftover]:
     """What exists after the destroy: kept on purpose, or left by a failed destroy."""
     found: list[Leftover] = []
     remaining = {r["urn"] for r in state_resources(after)} if after is not None else set()
-    for resource in state_resources(before):
+    resources = state_resources(before)
+    for resource in resources:
         kept = bool(resource.get("retainOnDelete"))
         if not kept and resource["urn"] not in remaining:
             continue
         found.append(_describe(resource, on_purpose=kept))
+    reattached = _reattached_volume(stack_outputs(before), resources)
+    if reattached is not None:
+        found.append(reattached)
     return found
+
+
+def _reattached_volume(outputs: dict[str, Any], resources: list[dict[str, Any]]
+                       ) -> Leftover | None:
+    """A kept volume the stack attached by ID (dataVolumeId): never in its state, never
+    destroyed, still billed; its size is the data_volume_gb output, read at up."""
+    volume_id = outputs.get("data_volume_id")
+    cloud = outputs.get("cloud")
+    if not volume_id or cloud not in catalog.DISK_PRICES:
+        return None
+    if any(r["type"] in catalog.DATA_DISK_TYPES for r in resources):
+        return None  # a disk this stack created: reported from its own state
+    kind, per_gb = catalog.DISK_PRICES[cloud]
+    size = outputs.get("data_volume_gb")
+    if isinstance(size, int | float) and size > 0:
+        return Leftover("data volume (re-attached)", "data", str(volume_id), True,
+                        catalog.disk_monthly_usd(cloud, float(size)),
+                        f"{size:.0f} GB disk attached by dataVolumeId, "
+                        f"${per_gb}/GB-month as {kind}")
+    return Leftover("data volume (re-attached)", "data", str(volume_id), True, None,
+                    f"attached by dataVolumeId; ${per_gb}/GB-month as {kind}, size unknown")
 
 
 def _describe(resource: dict[str, Any], on_purpose: bool) -> Leftover:
@@ -176,20 +209,31 @@ def main(argv: list[str] | None = None) -> int:
             if shutil.which("pulumi") is None:
                 raise TeardownError("the Pulumi CLI is not installed (see README); without it, "
                                     "use --from-state or --from-outputs")
-            before = json.loads(_pulumi("stack", "export", "-s", args.stack))
-            destroy = ["destroy", "-s", args.stack, *(["--yes"] if args.yes else [])]
-            # Interactive: pulumi shows the plan and asks before deleting anything.
-            if subprocess.run(["pulumi", *destroy]).returncode != 0:
-                raise TeardownError(f"pulumi destroy -s {args.stack} did not finish; "
-                                    "run scripts/teardown again")
-            after = json.loads(_pulumi("stack", "export", "-s", args.stack))
-            found = leftovers(before, after)
-            clouds = _clouds(before)
+            found, clouds, destroyed = destroy_and_report(args.stack, args.yes)
+            if not destroyed:
+                print(f"pulumi destroy -s {args.stack} did not finish: what it left is listed "
+                      "below; run scripts/teardown again", file=sys.stderr)
     except TeardownError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(report(args.stack, found, clouds))
     return 1 if any(not item.on_purpose for item in found) else 0
+
+
+def destroy_and_report(stack: str, yes: bool) -> tuple[list[Leftover], set[str], bool]:
+    """Export, destroy, export again: what is left, even when the destroy failed half-way
+    (the state after it still holds what it could not delete)."""
+    before = json.loads(_pulumi("stack", "export", "-s", stack))
+    destroy = ["destroy", "-s", stack, *(["--yes"] if yes else [])]
+    # Interactive: pulumi shows the plan and asks before deleting anything.
+    destroyed = subprocess.run(["pulumi", *destroy]).returncode == 0
+    after = json.loads(_pulumi("stack", "export", "-s", stack))
+    found = leftovers(before, after)
+    if not destroyed and not any(not item.on_purpose for item in found):
+        # Nothing left in the state, yet the destroy failed: say so rather than claim done.
+        found.append(Leftover("destroy", "failed", "", False, None,
+                              "pulumi destroy exited non-zero; check the cloud console"))
+    return found, _clouds(before), destroyed
 
 
 def _clouds(export: dict[str, Any]) -> set[str]:

@@ -66,7 +66,7 @@ def test_os_login_user_names_follow_googles_rules(run_stack: RunStack) -> None:
     (lookup,) = robot.invokes_of("gcp:serviceaccount/getAccount:getAccount")
     assert lookup.args["accountId"] == "trainer@proj-1.iam.gserviceaccount.com"
     # sa_<numeric unique id>: only Google knows the id, so it is known after up.
-    assert robot.outputs["ssh_user"] == f"sa_{KNOWN_AFTER_UP}"
+    assert robot.outputs["ssh_user"] == KNOWN_AFTER_UP
 
 
 def test_key_for_another_identity_is_refused_at_up() -> None:
