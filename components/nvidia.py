@@ -75,6 +75,15 @@ CUDA_MIN_DRIVER: dict[int, str] = {11: "450.80.02", 12: "525.60.13", 13: "580.65
 CUDA_MIN_CC: dict[int, tuple[int, int]] = {11: (3, 5), 12: (5, 0), 13: (7, 5)}
 
 
+def architecture_of(capability: tuple[int, int]) -> str:
+    """The architecture name of a compute capability (CUDA_GPUS), for messages."""
+    names = [((9, 0), "Hopper"), ((8, 9), "Ada Lovelace"), ((8, 0), "Ampere"),
+             ((7, 5), "Turing"), ((7, 0), "Volta"), ((6, 0), "Pascal"), ((5, 0), "Maxwell")]
+    if capability >= (10, 0):
+        return "Blackwell"
+    return next((name for floor, name in names if capability >= floor), "Kepler or older")
+
+
 def cc_text(capability: tuple[int, int]) -> str:
     return f"{capability[0]}.{capability[1]}"
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from bootstrap.facts import Fact
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, ok, skipped
-from components.catalog import Gpu
+from components.nvidia import Gpu, architecture_of
 from components.images import Incompatible, check_driver, check_gpu
 
 
@@ -73,7 +73,7 @@ def run(ctx: HostContext) -> StepOutcome:
     if preset is None:
         return ok(f"{o.image_ref} is not in the image catalog: its CUDA needs are unknown "
                   f"(driver {gpus.driver}, compute capability {cc_text})")
-    gpu = Gpu(name, "", cc, 0)
+    gpu = Gpu(name, architecture_of(cc), cc, 0)
     try:
         check_driver(preset, gpus.driver)
         warnings = check_gpu(preset, gpu, gpu_label="this host's")
