@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from bootstrap.facts import Fact
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, ok, skipped
-from components.nvidia import Gpu, architecture_of
 from components.images import Incompatible, check_driver, check_gpu
+from components.nvidia import Gpu, architecture_of
 
 
 @dataclass(frozen=True)
