@@ -154,3 +154,20 @@ def test_cidrs_that_together_cover_everything_count_as_anywhere(cidrs: list[str]
 def test_a_broad_range_that_is_not_everything_is_accepted() -> None:
     run = accepted("aws", allowedCidrs=["0.0.0.0/1", "128.0.0.0/2"])
     assert not any("open to" in w for w in run.warnings)
+
+
+def test_no_zone_offering_the_type_fails_the_program_in_one_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a preview would see it: EC2 returns no offering for the type in the region."""
+    from stacktools import mock_engine
+
+    monkeypatch.setitem(mock_engine.INVOKE_RESULTS,
+                        "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings",
+                        {"id": "us-east-1", "locations": [], "instanceTypes": [],
+                         "locationTypes": []})
+    with pytest.raises(pulumi.RunError) as caught:
+        run_program(stack_config("aws"), "aws")
+    message = str(caught.value)
+    assert message == ("g5.2xlarge is not offered in any zone of us-east-1 (EC2 "
+                       "DescribeInstanceTypeOfferings returned none): choose another "
+                       "gpu-workbench:region or profile")
