@@ -163,6 +163,17 @@ class AwsWorkstation(Workstation):
             # A guest `poweroff` (the idle autostop) stops the instance, which
             # ends compute billing; "terminate" would throw the machine away.
             instance_initiated_shutdown_behavior="stop",
+            # Spot: a persistent request that stops on interruption (the only way
+            # RunInstances accepts "stop"), so the root and data volumes stay.
+            instance_market_options={
+                "market_type": "spot",
+                "spot_options": {
+                    "spot_instance_type": "persistent",
+                    "instance_interruption_behavior": "stop",
+                    **({"max_price": f"{spec.spot_max_price_usd}"}
+                       if spec.spot_max_price_usd is not None else {}),
+                },
+            } if spec.spot else None,
             tags={**tags, "Name": f"{prefix}-vm"},
             opts=child,
         )

@@ -152,6 +152,11 @@ class AzureWorkstation(Workstation):
                 },
             },
             network_profile={"network_interfaces": [{"id": nic.id, "primary": True}]},
+            # Spot: deallocated (not deleted) on eviction, disks kept; -1 pays up to
+            # the on-demand price, so the VM is never evicted for price.
+            priority="Spot" if spec.spot else None,
+            eviction_policy="Deallocate" if spec.spot else None,
+            billing_profile={"max_price": spec.spot_max_price_usd or -1} if spec.spot else None,
             zones=[spec.zone] if spec.zone else None,
             tags=tags,
             opts=child,

@@ -180,12 +180,26 @@ AWS_G = Quota("Running On-Demand G and VT instances", "L-DB2E81BA", "vCPUs", "pe
               AWS_QUOTAS_SRC)
 AWS_P = Quota("Running On-Demand P instances", "L-417A185B", "vCPUs", "per region",
               AWS_QUOTAS_SRC)
+AWS_G_SPOT = Quota("All G and VT Spot Instance Requests", "L-3819A6DF", "vCPUs",
+                   "per region", AWS_QUOTAS_SRC)
+AWS_P_SPOT = Quota("All P4, P3 and P2 Spot Instance Requests", "L-7212CCBC", "vCPUs",
+                   "per region", AWS_QUOTAS_SRC)
+AWS_P5_SPOT = Quota("All P5 Spot Instance Requests", "L-C4BD4855", "vCPUs", "per region",
+                    AWS_QUOTAS_SRC)
+AZURE_SPOT_QUOTA = Quota("Total Regional Low-priority vCPUs", "lowPriorityCores", "vCPUs",
+                         "per region", Source(
+                             "MicrosoftDocs/azure-compute-docs articles/virtual-machines/"
+                             "spot-vms.md @3bbed19b",
+                             "Spot VMs draw on a separate quota, lowPriorityCores, shared by "
+                             "VMs and scale sets (ms.date 2024-08-05)"))
 GCP_ALL_GPUS = Quota("GPUs (all regions)", "GPUS_ALL_REGIONS", "GPUs", "all regions",
                      GCP_QUOTAS_SRC)
 
 
-def gcp_gpu_quota(model: str) -> Quota:
-    return Quota(f"NVIDIA {model} GPUs", f"NVIDIA_{model}_GPUS", "GPUs", "per region",
+def gcp_gpu_quota(model: str, spot: bool = False) -> Quota:
+    prefix = "PREEMPTIBLE_" if spot else ""
+    label = "Preemptible NVIDIA" if spot else "NVIDIA"
+    return Quota(f"{label} {model} GPUs", f"{prefix}NVIDIA_{model}_GPUS", "GPUs", "per region",
                  GCP_QUOTAS_SRC)
 
 
@@ -255,10 +269,12 @@ class InstanceProfile:
     accelerator_type: str | None = None  # GCP guest accelerator name (attachable GPUs)
     price_per_gpu_usd_hour: float = 0.0
     spot_price_usd_hour: float | None = None  # a snapshot; spot prices move by the hour
+    spot_price_per_gpu_usd_hour: float = 0.0  # GCP N1: the attached GPU's spot price
     retirement: Retirement | None = None
     sold_as: tuple[Consumption, ...] = ("on-demand", "spot")
     shape_limits: ShapeLimits | None = None
     quotas: tuple[Quota, ...] = ()
+    spot_quotas: tuple[Quota, ...] = ()
     image_refusal: str | None = None  # why the cloud's GPU OS image cannot drive it
     image_refusal_source: Source | None = None
     recommended: bool = False  # the type the NVIDIA Clara guides use
@@ -289,8 +305,20 @@ class InstanceProfile:
             return None
         return self.shape_limits.refusal(self.vcpus, self.memory_gib, gpu_count)
 
-    def quota_needs(self, gpu_count: int) -> list[tuple[Quota, int]]:
-        return [(q, self.vcpus if q.unit == "vCPUs" else gpu_count) for q in self.quotas]
+    @property
+    def sold_as_spot(self) -> bool:
+        return "spot" in self.sold_as and self.spot_price_usd_hour is not None
+
+    def spot_cost(self, gpu_count: int) -> float | None:
+        """The spot snapshot for the machine and its GPUs (N1: the GPUs' spot price too)."""
+        if self.spot_price_usd_hour is None:
+            return None
+        return round(self.spot_price_usd_hour
+                     + self.spot_price_per_gpu_usd_hour * gpu_count, 4)
+
+    def quota_needs(self, gpu_count: int, spot: bool = False) -> list[tuple[Quota, int]]:
+        quotas = self.spot_quotas if spot else self.quotas
+        return [(q, self.vcpus if q.unit == "vCPUs" else gpu_count) for q in quotas]
 
 
 # AWS ---------------------------------------------------------------------------------------
@@ -347,47 +375,61 @@ PROFILES: tuple[InstanceProfile, ...] = (
         image_refusal_source=PARALLELCLUSTER_OSS,
     ),
     InstanceProfile("aws", "g4dn.xlarge", "g4dn.xlarge", T4, (1,), 4, 16, 0.526,
-                    (SKYPILOT_AWS,), spot_price_usd_hour=0.2017, quotas=(AWS_G,)),
+                    (SKYPILOT_AWS,), spot_price_usd_hour=0.2017,
+                    quotas=(AWS_G,), spot_quotas=(AWS_G_SPOT,)),
     InstanceProfile("aws", "g5.2xlarge", "g5.2xlarge", A10G, (1,), 8, 32, 1.212,
-                    (SKYPILOT_AWS,), spot_price_usd_hour=0.4533, quotas=(AWS_G,)),
+                    (SKYPILOT_AWS,), spot_price_usd_hour=0.4533,
+                    quotas=(AWS_G,), spot_quotas=(AWS_G_SPOT,)),
     InstanceProfile("aws", "g6.2xlarge", "g6.2xlarge", L4, (1,), 8, 32, 0.9776,
-                    (SKYPILOT_AWS,), spot_price_usd_hour=0.4320, quotas=(AWS_G,)),
+                    (SKYPILOT_AWS,), spot_price_usd_hour=0.4320,
+                    quotas=(AWS_G,), spot_quotas=(AWS_G_SPOT,)),
     InstanceProfile("aws", "g6e.2xlarge", "g6e.2xlarge", L40S, (1,), 8, 64, 2.24208,
-                    (SKYPILOT_AWS,), spot_price_usd_hour=0.7193, quotas=(AWS_G,)),
+                    (SKYPILOT_AWS,), spot_price_usd_hour=0.7193,
+                    quotas=(AWS_G,), spot_quotas=(AWS_G_SPOT,)),
     InstanceProfile("aws", "p4d.24xlarge", "p4d.24xlarge", A100_40, (8,), 96, 1152, 21.957642,
-                    (SKYPILOT_AWS,), spot_price_usd_hour=2.51, quotas=(AWS_P,)),
+                    (SKYPILOT_AWS,), spot_price_usd_hour=2.51, quotas=(AWS_P,),
+                    spot_quotas=(AWS_P_SPOT,)),
     InstanceProfile("aws", "p5.4xlarge", "p5.4xlarge", H100_80, (1,), 16, 256, 6.88,
                     (SKYPILOT_AWS, P5_SINGLE), sold_as=("on-demand",), quotas=(AWS_P,),
                     note="on-demand capacity has been reported scarce"),
     InstanceProfile("aws", "p5.48xlarge", "p5.48xlarge", H100_80, (8,), 192, 2048, 55.04,
-                    (SKYPILOT_AWS,), spot_price_usd_hour=17.25, quotas=(AWS_P,)),
+                    (SKYPILOT_AWS,), spot_price_usd_hour=17.25, quotas=(AWS_P,),
+                    spot_quotas=(AWS_P5_SPOT,)),
     # --- GCP (us-central1) ---
     InstanceProfile(
         "gcp", "n1-standard-16-v100", "n1-standard-16", V100, (1, 2, 4, 8), 16, 60, 0.76,
         (SKYPILOT_GCP, GCP_SHAPES), accelerator_type="nvidia-tesla-v100",
-        price_per_gpu_usd_hour=2.48, spot_price_usd_hour=0.2089 + 1.0885,
+        price_per_gpu_usd_hour=2.48, spot_price_usd_hour=0.2089,
+        spot_price_per_gpu_usd_hour=1.0885,
         shape_limits=ShapeLimits({1: (12, 78), 2: (24, 156), 4: (48, 312), 8: (96, 624)},
                                  N1_V100_LIMITS),
         quotas=(gcp_gpu_quota("V100"), GCP_ALL_GPUS), recommended=True,
+        spot_quotas=(gcp_gpu_quota("V100", spot=True), GCP_ALL_GPUS),
     ),
     InstanceProfile(
         "gcp", "n1-highmem-8-v100", "n1-highmem-8", V100, (1, 2, 4, 8), 8, 52, 0.47321,
         (SKYPILOT_GCP, GCP_SHAPES), accelerator_type="nvidia-tesla-v100",
-        price_per_gpu_usd_hour=2.48, spot_price_usd_hour=0.12932 + 1.0885,
+        price_per_gpu_usd_hour=2.48, spot_price_usd_hour=0.12932,
+        spot_price_per_gpu_usd_hour=1.0885,
         shape_limits=ShapeLimits({1: (12, 78), 2: (24, 156), 4: (48, 312), 8: (96, 624)},
                                  N1_V100_LIMITS),
         quotas=(gcp_gpu_quota("V100"), GCP_ALL_GPUS),
+        spot_quotas=(gcp_gpu_quota("V100", spot=True), GCP_ALL_GPUS),
     ),
     InstanceProfile("gcp", "g2-standard-8", "g2-standard-8", L4, (1,), 8, 32, 0.854,
                     (SKYPILOT_GCP, GCP_SHAPES), spot_price_usd_hour=0.341,
-                    quotas=(gcp_gpu_quota("L4"), GCP_ALL_GPUS)),
+                    quotas=(gcp_gpu_quota("L4"), GCP_ALL_GPUS),
+                    spot_quotas=(gcp_gpu_quota("L4", spot=True), GCP_ALL_GPUS)),
     InstanceProfile("gcp", "a2-highgpu-1g", "a2-highgpu-1g", A100_40, (1,), 12, 85, 3.673,
                     (SKYPILOT_GCP, GCP_SHAPES), spot_price_usd_hour=1.804,
-                    quotas=(gcp_gpu_quota("A100"), GCP_ALL_GPUS)),
-    InstanceProfile("gcp", "a3-highgpu-1g", "a3-highgpu-1g", H100_80, (1,), 26, 234, 11.0613,
+                    quotas=(gcp_gpu_quota("A100"), GCP_ALL_GPUS),
+                    spot_quotas=(gcp_gpu_quota("A100", spot=True), GCP_ALL_GPUS)),
+    # Not sold on-demand: its price is the spot snapshot (host + GPU spot rows).
+    InstanceProfile("gcp", "a3-highgpu-1g", "a3-highgpu-1g", H100_80, (1,), 26, 234, 3.35,
                     (SKYPILOT_GCP, GCP_SHAPES, A3_SPOT_ONLY), spot_price_usd_hour=3.35,
                     sold_as=("spot", "flex-start"),
-                    quotas=(gcp_gpu_quota("H100"), GCP_ALL_GPUS)),
+                    quotas=(gcp_gpu_quota("H100"), GCP_ALL_GPUS),
+                    spot_quotas=(gcp_gpu_quota("H100", spot=True), GCP_ALL_GPUS)),
     # --- Azure (eastus) ---
     InstanceProfile(
         "azure", "Standard_NC6s_v3", "Standard_NC6s_v3", V100, (1,), 6, 112, 3.06,
@@ -397,11 +439,13 @@ PROFILES: tuple[InstanceProfile, ...] = (
     ),
     InstanceProfile("azure", "Standard_NC8as_T4_v3", "Standard_NC8as_T4_v3", T4, (1,), 8, 56,
                     0.752, (SKYPILOT_AZURE, AZURE_SIZES), spot_price_usd_hour=0.089638,
-                    quotas=(azure_family_quota("standardNCASv3_T4Family", "NCASv3_T4"),)),
+                    quotas=(azure_family_quota("standardNCASv3_T4Family", "NCASv3_T4"),),
+                    spot_quotas=(AZURE_SPOT_QUOTA,)),
     InstanceProfile(
         "azure", "Standard_NV36ads_A10_v5", "Standard_NV36ads_A10_v5", A10, (1,), 36, 440, 3.20,
         (SKYPILOT_AZURE, AZURE_SIZES), spot_price_usd_hour=0.80,
         quotas=(azure_family_quota("standardNVADSA10v5Family", "NVADSA10v5"),),
+        spot_quotas=(AZURE_SPOT_QUOTA,),
         image_refusal="NVads A10 v5 sizes run only NVIDIA's GRID (vGPU) driver, which "
                       "NVIDIA's GPU-Optimized VMI does not carry",
         image_refusal_source=NVADS_A10_GRID,
@@ -409,11 +453,38 @@ PROFILES: tuple[InstanceProfile, ...] = (
     InstanceProfile("azure", "Standard_NC24ads_A100_v4", "Standard_NC24ads_A100_v4", A100_80,
                     (1,), 24, 220, 3.673, (SKYPILOT_AZURE, AZURE_SIZES),
                     spot_price_usd_hour=0.444433,
-                    quotas=(azure_family_quota("standardNCADSA100v4Family", "NCADSA100v4"),)),
+                    quotas=(azure_family_quota("standardNCADSA100v4Family", "NCADSA100v4"),),
+                    spot_quotas=(AZURE_SPOT_QUOTA,)),
+    # The catalog's spot price for it equals on-demand: no usable spot price known.
     InstanceProfile("azure", "Standard_NC40ads_H100_v5", "Standard_NC40ads_H100_v5", H100_NVL,
-                    (1,), 40, 320, 6.98, (SKYPILOT_AZURE, AZURE_SIZES),
-                    quotas=(azure_family_quota("standardNCadsH100v5Family", "NCadsH100v5"),)),
+                    (1,), 40, 320, 6.98, (SKYPILOT_AZURE, AZURE_SIZES), sold_as=("on-demand",),
+                    quotas=(azure_family_quota("standardNCadsH100v5Family", "NCadsH100v5"),),
+                    spot_quotas=(AZURE_SPOT_QUOTA,)),
 )
+
+
+# What an interruption does to a spot machine on each cloud, as configured here.
+SPOT_INTERRUPTION: dict[Cloud, tuple[str, Source]] = {
+    "aws": ("AWS stops the instance after a two-minute notice (a persistent request with "
+            "interruption behaviour stop); the root and data volumes stay and are billed, "
+            "memory is lost; EC2 starts it again when capacity returns",
+            Source("https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/interruption-behavior.html",
+                   "stop on interruption needs a persistent request and an EBS root; while "
+                   "stopped only EBS is billed; only EC2 restarts it, same AZ and type")),
+    "gcp": ("GCP stops the VM after a 30-second notice (termination action STOP); its disks "
+            "stay and are billed, memory is lost; start it again yourself (start_command)",
+            Source("https://cloud.google.com/compute/docs/instances/spot",
+                   "Spot VMs are stopped (default) or deleted on preemption; automatic "
+                   "restart and host maintenance cannot be set", confidence="medium")),
+    "azure": ("Azure deallocates the VM (eviction policy Deallocate, 30-second notice as a "
+              "Preempt scheduled event); its disks stay and are billed, the temporary disk "
+              "and memory are lost; start it again yourself, capacity permitting",
+              Source("MicrosoftDocs/azure-compute-docs articles/virtual-machines/spot-vms.md "
+                     "@3bbed19b",
+                     "evicted when Azure needs the capacity or the price exceeds maxPrice; "
+                     "Deallocate keeps the disks; -1 pays up to on-demand (ms.date "
+                     "2024-08-05)")),
+}
 
 
 def profiles_for(cloud: Cloud) -> tuple[InstanceProfile, ...]:

@@ -123,6 +123,11 @@ class GcpWorkstation(Workstation):
             # GPU VMs cannot live-migrate: they must stop for host maintenance.
             scheduling=gcp.compute.InstanceSchedulingArgs(
                 on_host_maintenance="TERMINATE", automatic_restart=True,
+            ) if not spec.spot else gcp.compute.InstanceSchedulingArgs(
+                # Spot: stopped (not deleted) on preemption, disks kept; GCP fixes
+                # restart and maintenance for Spot VMs, so they are set as it fixes them.
+                provisioning_model="SPOT", instance_termination_action="STOP",
+                preemptible=True, automatic_restart=False, on_host_maintenance="TERMINATE",
             ),
             metadata={
                 "enable-oslogin": "TRUE",

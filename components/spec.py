@@ -127,6 +127,8 @@ class WorkstationSpec:
     gcp_os_login_kind: str = "user"  # user, external (outside the organisation), service
     machine_image: str | None = None
     azure_self_deallocate: bool = True  # the VM's identity may deallocate it (autostop)
+    spot: bool = False  # Spot capacity: stopped or deallocated on interruption, never deleted
+    spot_max_price_usd: float | None = None  # AWS/Azure cap; None: up to on-demand
     # What outlives `pulumi destroy`, and what stops the machine when idle.
     data_volume_gb: int = DEFAULT_DATA_VOLUME_GB  # 0: no data volume
     keep_data_volume: bool = True
@@ -153,6 +155,15 @@ class WorkstationSpec:
 
     @property
     def hourly_cost_usd(self) -> float:
+        """What it costs per hour as requested: the spot snapshot for spot."""
+        if self.spot:
+            cost = self.profile.spot_cost(self.gpu_count)
+            assert cost is not None
+            return cost
+        return self.profile.hourly_cost(self.gpu_count)
+
+    @property
+    def on_demand_cost_usd(self) -> float:
         return self.profile.hourly_cost(self.gpu_count)
 
     def tag_dict(self) -> dict[str, str]:
@@ -196,7 +207,9 @@ def load_spec(
                         f"is not a GPU count {profile.name} offers; accepted: {counts}")
     machine_image = reader.text("machineImage")
     os_image = None if machine_image else catalog.os_image(cloud)
-    _check_sold(cloud, profile, reader.boolean("allowRetiredProfile", default=False), warnings)
+    spot, spot_max_price = _spot(cloud, profile, gpu_count, reader)
+    _check_sold(cloud, profile, reader.boolean("allowRetiredProfile", default=False), spot,
+                warnings)
     _check_shape(cloud, profile, gpu_count)
     _check_os_image(cloud, profile, os_image, machine_image, warnings)
     if region != catalog.PRICE_REGIONS[cloud]:
@@ -257,6 +270,8 @@ def load_spec(
         gcp_os_login_kind=os_login_kind,
         machine_image=machine_image,
         azure_self_deallocate=_azure_identity(cloud, reader, lifecycle, warnings),
+        spot=spot,
+        spot_max_price_usd=spot_max_price,
         **lifecycle,
         warnings=tuple(warnings),
     )
@@ -366,7 +381,48 @@ def declared_keys(project_dir: Path) -> frozenset[str]:
     return frozenset((project.get("config") or {}).keys())
 
 
-def _check_sold(cloud: Cloud, profile: InstanceProfile, allow_retired: bool,
+def _spot(cloud: Cloud, profile: InstanceProfile, gpu_count: int, reader: _Reader
+          ) -> tuple[bool, float | None]:
+    """spot and its price cap, refused where the cloud or the catalog says it cannot work."""
+    spot = reader.boolean("spot", default=False)
+    cap_text = reader.text("spotMaxPriceUsd")
+    if cap_text is None:
+        cap = None
+    else:
+        if not spot:
+            raise SpecError("spotMaxPriceUsd", cap_text, "applies with spot: true only; set "
+                            f"{CONFIG_NAMESPACE}:spot: true, or remove the cap")
+        if cloud == "gcp":
+            raise SpecError("spotMaxPriceUsd", cap_text, "cannot be set on gcp: Spot VMs take "
+                            "no price cap (they are preempted for capacity, not price); remove it")
+        try:
+            cap = float(cap_text)
+        except ValueError:
+            raise SpecError("spotMaxPriceUsd", cap_text, "is not a price in USD per hour, "
+                            "e.g. \"0.60\"") from None
+        if cap <= 0:
+            raise SpecError("spotMaxPriceUsd", cap_text, "must be more than 0 (leave it unset "
+                            "to pay up to the on-demand price)")
+    if not spot:
+        return False, None
+    current = profile.spot_cost(gpu_count)
+    if not profile.sold_as_spot or current is None:
+        spot_types = [p.name for p in catalog.profiles_for(cloud)
+                      if p.sold and p.sold_as_spot and p.gpu.model == profile.gpu.model]
+        alternative = (f"use {spot_types[0]} for spot" if spot_types
+                       else "remove spot for on-demand")
+        raise SpecError("spot", "true", f"is not possible with {profile.name}: the catalog "
+                        f"has no spot price for it in {catalog.PRICE_REGIONS[cloud]} "
+                        f"({profile.sources[-1].cite()}); {alternative}")
+    if cap is not None and cap < current:
+        raise SpecError("spotMaxPriceUsd", cap_text, f"is below {profile.name}'s spot price "
+                        f"${current:.4g}/h ({catalog.PRICE_REGIONS[cloud]}, read "
+                        f"{catalog.PRICES_READ_ON}): the request would wait or be evicted at "
+                        f"once; raise it, or leave it unset to pay up to on-demand")
+    return True, cap
+
+
+def _check_sold(cloud: Cloud, profile: InstanceProfile, allow_retired: bool, spot: bool,
                 warnings: list[str]) -> None:
     """Retired types are refused (a reservation holder may opt in); a type sold only as
     Spot or Flex-start is refused on demand."""
@@ -380,7 +436,7 @@ def _check_sold(cloud: Cloud, profile: InstanceProfile, allow_retired: bool,
                             "reservation")
         warnings.append(f"{profile.name} {what}; building it because allowRetiredProfile is "
                         "true: `pulumi up` fails unless your account still has capacity.")
-    if not profile.on_demand:
+    if not profile.on_demand and not spot:
         others = [p.name for p in catalog.profiles_for(cloud)
                   if p.gpu.model == profile.gpu.model and p.on_demand and p.sold]
         same_class = [p.name for p in catalog.profiles_for(cloud)
@@ -388,7 +444,8 @@ def _check_sold(cloud: Cloud, profile: InstanceProfile, allow_retired: bool,
         alternative = (others or same_class or ["another profile"])[0]
         raise SpecError("profile", profile.name,
                         f"is sold on {cloud} only as {' or '.join(profile.sold_as)}, not "
-                        f"on-demand ({profile.sources[-1].cite()}); use {alternative} on-demand")
+                        f"on-demand ({profile.sources[-1].cite()}); set {CONFIG_NAMESPACE}:spot: "
+                        f"true, or use {alternative} on-demand")
 
 
 def _check_shape(cloud: Cloud, profile: InstanceProfile, gpu_count: int) -> None:

@@ -150,10 +150,22 @@ def kept_after_destroy(run: ProgramRun, cloud: catalog.Cloud) -> Kept:
     return Kept(tuple(lines), round(monthly, 2))
 
 
-def quota_lines(profile: catalog.InstanceProfile, gpu_count: int, region: str) -> list[str]:
+def declared_spot(run: ProgramRun, cloud: catalog.Cloud) -> bool:
+    """Whether the program asked for Spot capacity, read from what it declared."""
+    if cloud == "aws":
+        options = run.one("aws:ec2/instance:Instance").inputs.get("instanceMarketOptions") or {}
+        return bool(options.get("marketType") == "spot")
+    if cloud == "gcp":
+        scheduling = run.one("gcp:compute/instance:Instance").inputs.get("scheduling") or {}
+        return scheduling.get("provisioningModel") == "SPOT"
+    return run.one("azure-native:compute:VirtualMachine").inputs.get("priority") == "Spot"
+
+
+def quota_lines(profile: catalog.InstanceProfile, gpu_count: int, region: str,
+                spot: bool = False) -> list[str]:
     """The quotas a machine draws on, how much, and the command or page to raise them."""
     lines = []
-    for quota, need in profile.quota_needs(gpu_count):
+    for quota, need in profile.quota_needs(gpu_count, spot):
         where = region if quota.scope == "per region" else "all regions"
         request = catalog.QUOTA_REQUESTS[profile.cloud].format(
             code=quota.code, need=need, region=region)
@@ -280,15 +292,28 @@ def render(run: ProgramRun, stack_path: Path) -> str:
     add(f"  root disk   {machine.disk}")
     add(f"  container   {_container_line(str(outputs.get('container_image')))}")
     cost = outputs.get("hourly_cost_usd")
-    if isinstance(cost, (int, float)):
+    spot = declared_spot(run, machine.cloud)
+    if isinstance(cost, (int, float)) and spot and profile is not None:
+        on_demand = profile.hourly_cost(machine.gpu_count)
+        saving = ("" if not profile.on_demand else
+                  f" vs ${on_demand:.2f}/hour on-demand: {1 - cost / on_demand:.0%} less")
+        add(f"  cost        ${cost:.2f}/hour as spot{saving} (about ${cost * 730:,.0f}/month "
+            f"running); {catalog.PRICE_REGIONS[machine.cloud]} prices read "
+            f"{catalog.PRICES_READ_ON}, spot prices move by the hour; disks and traffic extra")
+        add(f"  spot        {catalog.SPOT_INTERRUPTION[machine.cloud][0]}")
+    elif isinstance(cost, (int, float)):
         add(f"  cost        ${cost:.2f}/hour on-demand while running (about ${cost * 24:.2f}/day, "
             f"${cost * 730:,.0f}/month); {catalog.PRICE_REGIONS[machine.cloud]} list price "
             f"read {catalog.PRICES_READ_ON}; disks and traffic extra")
+        if profile is not None and profile.sold_as_spot:
+            spot_cost = profile.spot_cost(machine.gpu_count) or 0.0
+            add(f"  spot        ${spot_cost:.2f}/hour with spot: true ({1 - spot_cost / cost:.0%} "
+                "less; interrupted when the cloud needs the capacity)")
     if profile is not None:
         add("")
         add("Quota this stack consumes (request it before `pulumi up`; new accounts "
             "usually have 0)")
-        out.extend(f"  {line}" for line in quota_lines(profile, machine.gpu_count, region))
+        out.extend(f"  {line}" for line in quota_lines(profile, machine.gpu_count, region, spot))
     needs = up_needs(run, machine.cloud)
     if needs:
         add("")

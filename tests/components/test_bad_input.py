@@ -116,7 +116,7 @@ def test_plan_names_the_stacks_when_one_is_missing() -> None:
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "no stack file" in result.stderr
-    assert "aws, aws-h100, aws-l4, azure, azure-t4" in result.stderr
+    assert "aws, aws-h100, aws-l4, aws-spot, azure, azure-spot, azure-t4, gcp" in result.stderr
 
 
 def test_up_refuses_the_example_values(monkeypatch) -> None:
