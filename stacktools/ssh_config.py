@@ -15,7 +15,7 @@ import ipaddress
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,7 +196,7 @@ def forwards_from_tunnel(tunnel_command: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"-L (\d+):localhost:\1\b", tunnel_command))
 
 
-def workstation_from_outputs(stack: str, outputs: dict[str, object],
+def workstation_from_outputs(stack: str, outputs: Mapping[str, object],
                              identity_file: str | None) -> Workstation:
     """The entry for a stack from its outputs (`pulumi stack output --json`)."""
     host, user = outputs.get("public_ip"), outputs.get("ssh_user")

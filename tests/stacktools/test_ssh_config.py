@@ -80,8 +80,13 @@ def test_include_goes_before_the_first_block_once_and_only_with_consent(tmp_path
         original)
     assert (config.users.stat().st_mode & 0o777) == 0o644  # its mode kept
     assert config.users.with_name("config.gpu-workbench.bak").read_text() == original
-    asked = []
-    assert "already includes" in config.add_include(lambda q: asked.append(q) or True)
+    asked: list[str] = []
+
+    def consent(question: str) -> bool:
+        asked.append(question)
+        return True
+
+    assert "already includes" in config.add_include(consent)
     assert asked == []
     config.add(workstation_from_outputs("gcp", {**OUTPUTS, "ssh_user": "me_uni_edu"}, None))
     assert ssh_g(tmp_path, "wb-gcp")["user"] == ["me_uni_edu"]
