@@ -411,16 +411,17 @@ class HostKeyCheck(paramiko.MissingHostKeyPolicy):
                     f"host key of {self.name} is not the stack's: the stack's outputs say "
                     f"{self.pinned}, the host offers {key_label(key)}; stopped before logging "
                     "in (nothing sent)")
-            self._record(key, "matches the stack's host_key_fingerprint")
+            self.record(key, "matches the stack's host_key_fingerprint")
             return
         if self.strict:
             raise HostKeyRefused(
                 f"{self.name} is not in known_hosts ({self.record_file}) and strict host key "
                 f"checking is on: it offers {key_label(key)}; stopped before logging in "
                 "(nothing sent)")
-        self._record(key, "accept-new")
+        self.record(key, "accept-new")
 
-    def _record(self, key: paramiko.PKey, why: str) -> None:
+    def record(self, key: paramiko.PKey, why: str) -> None:
+        """Append `key` for this host to the user's known_hosts (see record_file)."""
         path = self.record_file
         with _RECORD_LOCK:
             hashed = _hashed_style(path)
