@@ -106,7 +106,9 @@ HELP = {
     "mlflow": "also start the MLflow tracking server (port 5001, store in the workspace)",
     "name": f"container name (default {DEFAULT_NAME})",
     "workspace": f"host directory mounted at /workspace (default {DEFAULT_WORKSPACE})",
-    "chmod-home": "also chmod -R a+rX the login user's home (except ~/.ssh and the token)",
+    "chmod-home": ("also chmod -R a+rX the login user's home, except where credentials live "
+                   "(~/.ssh, ~/.docker, ~/.ngc, ~/.aws, ~/.kube, ~/.netrc, ...: "
+                   "bootstrap/steps/umask.py)"),
     "skip-check": "skip the GPU check (for hosts without a GPU)",
     "data-device": ("the data disk (default: the cloud's data-disk name, skipped when "
                     "absent; 'none' to skip)"),
