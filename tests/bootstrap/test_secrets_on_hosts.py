@@ -4,11 +4,12 @@ daemon.json is the one the host has."""
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 
 import pytest
 
-from bootstrap.steps import umask
+from bootstrap.steps import compose, umask
 from tests.support.bootstrap_run import run_steps
 from tests.support.testhosts import TestHost
 
@@ -52,3 +53,84 @@ def test_chmod_home_spares_every_credential(bare_host: TestHost) -> None:
     assert modes(host, ["project", "project/notes.txt", ".cache", ".config"]) == {
         "project": "755", "project/notes.txt": "644", ".cache": "755", ".config": "755"}
     assert run_steps(host, ("umask",), chmod_home=True).status("umask") == "ok"
+
+
+def serve(host: TestHost, files: dict[str, bytes]) -> str:
+    """An HTTP server on the host's own loopback serving `files`; returns its base URL."""
+    root = "/run/release"
+    for name, data in files.items():
+        host.write_file(f"{root}/{name}", data, mode="644")
+    host.exec(f"cd {root} && setsid python3 -m http.server 18080 --bind 127.0.0.1 "
+              ">/run/release.log 2>&1 < /dev/null &")
+    host.exec("for i in $(seq 50); do curl -fs http://127.0.0.1:18080/ >/dev/null && exit 0; "
+              "sleep 0.1; done; exit 1")
+    return "http://127.0.0.1:18080"
+
+
+COMPOSE_STANDIN = b"""#!/bin/sh
+# Docker Compose stand-in built by the test: answers the plugin handshake and `version`.
+if [ "$1" = docker-cli-plugin-metadata ]; then
+  echo '{"SchemaVersion":"0.1.0","Vendor":"tests","Version":"v2.29.7","ShortDescription":"x"}'
+  exit 0
+fi
+[ "$1" = compose ] && shift
+[ "$1" = version ] && echo "Docker Compose version v2.29.7 (test stand-in)"
+"""
+
+
+def no_apt_compose(host: TestHost) -> None:
+    """No compose package in apt: the step falls back to the release binary."""
+    host.exec("rm -f /etc/apt/sources.list.d/*.list && rm -rf /var/lib/apt/lists/* && "
+              "rm -f /usr/libexec/docker/cli-plugins/docker-compose")
+
+
+def test_compose_binary_with_a_wrong_digest_is_refused(bare_host: TestHost,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    host = bare_host
+    no_apt_compose(host)
+    arch = host.out("uname -m").strip()
+    # The server answers with a binary that is not the release's (a mirror, a proxy,
+    # an attacker): the real pins, in code, do not match it.
+    base = serve(host, {f"v2.29.7/docker-compose-linux-{arch}": b"#!/bin/sh\necho evil\n"})
+    monkeypatch.setattr(compose, "DOWNLOAD_BASE", base)
+    run = run_steps(host, ("compose",))
+    assert run.status("compose") == "failed"
+    got = hashlib.sha256(b"#!/bin/sh\necho evil\n").hexdigest()
+    assert run.message("compose") == (
+        f"{base}/v2.29.7/docker-compose-linux-{arch}: sha256 {got} is not the pinned "
+        f"{compose.COMPOSE_SHA256[('v2.29.7', arch)]}; not installed")
+    assert host.exec("ls -A /usr/local/lib/docker/cli-plugins", check=False).stdout == b""
+
+
+def test_compose_binary_with_the_pinned_digest_is_installed(bare_host: TestHost,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    host = bare_host
+    no_apt_compose(host)
+    arch = host.out("uname -m").strip()
+    base = serve(host, {f"v2.29.7/docker-compose-linux-{arch}": COMPOSE_STANDIN})
+    monkeypatch.setattr(compose, "DOWNLOAD_BASE", base)
+    monkeypatch.setitem(compose.COMPOSE_SHA256, ("v2.29.7", arch),
+                        hashlib.sha256(COMPOSE_STANDIN).hexdigest())
+    run = run_steps(host, ("compose",))
+    assert run.status("compose") == "changed", run.lines
+    assert run.message("compose") == (
+        "installed: Docker Compose version v2.29.7 (test stand-in) via "
+        f"{base}/v2.29.7/docker-compose-linux-{arch} (sha256 pinned in code)")
+    assert host.read_file("/usr/local/lib/docker/cli-plugins/docker-compose") == COMPOSE_STANDIN
+    assert run_steps(host, ("compose",)).status("compose") == "ok"
+
+
+def test_compose_on_an_architecture_without_a_pin_is_refused(bare_host: TestHost,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    host = bare_host
+    no_apt_compose(host)
+    arch = host.out("uname -m").strip()
+    monkeypatch.delitem(compose.COMPOSE_SHA256, ("v2.29.7", arch))
+    run = run_steps(host, ("compose",))
+    assert run.status("compose") == "failed"
+    assert run.message("compose") == (
+        f"no sha256 pinned for Docker Compose v2.29.7 on {arch} (pinned: "
+        + ", ".join(a for (_, a) in compose.COMPOSE_SHA256) + "); not downloading it: "
+        "install the docker-compose-plugin package instead")
