@@ -5,12 +5,13 @@ daemon.json is the one the host has."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shlex
 
 import pytest
 
 from bootstrap.steps import compose, umask
-from tests.support.bootstrap_run import run_steps
+from tests.support.bootstrap_run import STANDIN_IMAGE, run_steps
 from tests.support.testhosts import TestHost
 
 pytestmark = pytest.mark.slow
@@ -134,3 +135,31 @@ def test_compose_on_an_architecture_without_a_pin_is_refused(bare_host: TestHost
         f"no sha256 pinned for Docker Compose v2.29.7 on {arch} (pinned: "
         + ", ".join(a for (_, a) in compose.COMPOSE_SHA256) + "); not downloading it: "
         "install the docker-compose-plugin package instead")
+
+
+def test_nvidia_runtime_path_is_the_hosts(host: TestHost) -> None:
+    host.exec("mv /usr/bin/nvidia-container-runtime /usr/local/bin/nvidia-container-runtime")
+    run = run_steps(host, ("nvidia-runtime",))
+    assert run.status("nvidia-runtime") == "changed", run.lines
+    config = json.loads(host.read_file("/etc/docker/daemon.json") or b"")
+    assert config["runtimes"]["nvidia"] == {"path": "/usr/local/bin/nvidia-container-runtime",
+                                            "runtimeArgs": []}
+    # dockerd runs a container with it: the runtime is where daemon.json says.
+    started = host.exec(f"docker run --rm --runtime=nvidia {STANDIN_IMAGE} true", check=False)
+    assert started.returncode == 0, started.stderr
+    again = run_steps(host, ("nvidia-runtime",))
+    assert again.message("nvidia-runtime") == (
+        "runtimes.nvidia in /etc/docker/daemon.json (ours); dockerd lists it")
+
+
+def test_nvidia_ctk_form_is_accepted_as_configured(bare_host: TestHost) -> None:
+    """What `nvidia-ctk runtime configure --runtime=docker` writes: the bare name, args []."""
+    host = bare_host
+    ctk = {"runtimes": {"nvidia": {"args": [], "path": "nvidia-container-runtime"}}}
+    host.write_file("/etc/docker/daemon.json", json.dumps(ctk, indent=4).encode())
+    host.exec("kill -HUP $(cat /var/run/docker.pid)")
+    first = run_steps(host, ("nvidia-runtime",))
+    assert first.status("nvidia-runtime") in ("ok", "changed"), first.lines
+    assert json.loads(host.read_file("/etc/docker/daemon.json") or b"") == ctk
+    assert run_steps(host, ("nvidia-runtime",)).message("nvidia-runtime") == (
+        "runtimes.nvidia in /etc/docker/daemon.json (nvidia-ctk form); dockerd lists it")
