@@ -92,10 +92,11 @@ class BootstrapOptions:
                 raise ValueError(f"--data-volume-id {self.data_volume_id!r} is not an AWS, GCP "
                                  f"or Azure disk ID (e.g. {examples})")
             if self.cloud is not None and cloud != self.cloud:
-                raise ValueError(f"--data-volume-id {self.data_volume_id!r} is a {cloud} disk, "
-                                 f"but --cloud is {self.cloud}")
-            if self.data_device == "none":
-                raise ValueError("--data-device none and --data-volume-id contradict each other")
+                raise ValueError(f"--data-volume-id {self.data_volume_id!r} is a disk on "
+                                 f"{cloud}, but --cloud is {self.cloud}")
+            if self.data_device is not None:
+                raise ValueError("--data-device and --data-volume-id both name the data disk; "
+                                 "give one")
         if self.host_key_fingerprint is not None:
             try:
                 fingerprint = normalize_fingerprint(self.host_key_fingerprint)

@@ -110,8 +110,9 @@ HELP = {
                    "(~/.ssh, ~/.docker, ~/.ngc, ~/.aws, ~/.kube, ~/.netrc, ...: "
                    "bootstrap/steps/umask.py)"),
     "skip-check": "skip the GPU check (for hosts without a GPU)",
-    "data-device": ("the data disk (default: the cloud's data-disk name, skipped when "
-                    "absent; 'none' to skip)"),
+    "data-device": ("the data disk, by path (default: --data-volume-id's disk; without "
+                    "either, a disk found by the cloud's data-disk names is mounted only "
+                    "when it carries our label, never formatted; 'none' to skip)"),
     "data-mount": "where the data disk is mounted (default /data)",
     "autostop-minutes": "stop the machine after this many idle minutes (default 60; 0 off)",
     "strict-host-keys": ("refuse a host that is not in known_hosts yet (default: record a "

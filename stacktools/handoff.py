@@ -260,7 +260,7 @@ def fab_argv(outputs: dict[str, Any], args: list[str], fab: str) -> list[str]:
         if "--workspace" not in task:  # the workspace lives on the kept volume
             from_outputs += ["--workspace", f"{outputs['data_mount']}/workspace"]
     # The disk the stack attached: the data-volume step uses that one and no other.
-    if outputs.get("data_volume_id") and "--data-volume-id" not in task:
+    if outputs.get("data_volume_id") and not {"--data-volume-id", "--data-device"} & set(task):
         from_outputs += ["--data-volume-id", str(outputs["data_volume_id"])]
     _key, fingerprint = stack_host_key(outputs)
     if fingerprint is not None and "--host-key-fingerprint" not in task:

@@ -164,6 +164,11 @@ def test_stop_policy_and_data_volume_from_outputs() -> None:
     mine = fab_argv(outputs, ["--workspace", "~/ws", "--autostop-minutes", "0"], "fab")
     assert mine.count("--workspace") == 1 and mine.count("--autostop-minutes") == 1
     assert "--data-mount" not in fab_argv({**OUTPUTS, "data_mount": ""}, [], "fab")
+    # The stack's volume goes along, so the bootstrap uses that disk and no other ...
+    assert task[task.index("--data-volume-id") + 1] == "vol-0abc1234def567890"
+    # ... unless the user names a device (the two would contradict each other).
+    assert "--data-volume-id" not in fab_argv(outputs, ["--data-device", "/dev/sdg"], "fab")
+    assert "--data-volume-id" not in fab_argv({**OUTPUTS, "data_volume_id": ""}, [], "fab")
 
 
 def test_outputs_read_from_a_stack_are_saved_private_outside_the_repository(
