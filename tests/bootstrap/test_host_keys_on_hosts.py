@@ -91,13 +91,18 @@ def test_a_new_host_goes_hashed_into_a_hashed_file(bare_host: TestHost, home: Pa
     assert f"# Host {bare_host.ip} found: line 2" in found
 
 
-@pytest.mark.parametrize("how", ["--strict-host-keys", "ssh_config"])
+@pytest.mark.parametrize("how", ["--strict-host-keys", "ssh_config", "fabric config"])
 def test_strict_mode_refuses_an_unknown_host_before_logging_in(bare_host: TestHost, home: Path,
                                                                how: str) -> None:
     before = bare_host.read_file("/home/wb/.bashrc")
     if how == "ssh_config":
         (home / ".ssh" / "config").write_text("Host *\n  StrictHostKeyChecking yes\n")
-    proc = umask_only(bare_host, home, *(["--strict-host-keys"] if how != "ssh_config" else []))
+    if how == "fabric config":  # workbench.strict_host_keys (fabric.yaml), from the environment
+        proc = fab("-H", bare_host.ssh_target, "-i", str(bare_host.key_path), "umask",
+                   env={"FABRIC_WORKBENCH_STRICT_HOST_KEYS": "1"}, home=home)
+    else:
+        proc = umask_only(bare_host, home, *(["--strict-host-keys"] if how != "ssh_config"
+                                             else []))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert error_lines(proc.stderr) == [
         f"{bare_host.ssh_target}: error: {bare_host.ip} is not in known_hosts "
