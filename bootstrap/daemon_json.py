@@ -11,8 +11,9 @@ import posixpath
 from typing import Any
 
 DAEMON_JSON = "/etc/docker/daemon.json"
-NVIDIA_RUNTIME_PATH = "/usr/bin/nvidia-container-runtime"
-NVIDIA_RUNTIME = {"path": NVIDIA_RUNTIME_PATH, "runtimeArgs": []}
+# The runtime's name; where it lives is the host's to say (`command -v` on the host:
+# /usr/bin from NVIDIA's packages, elsewhere from a tarball or another distribution).
+NVIDIA_RUNTIME_NAME = "nvidia-container-runtime"
 
 
 class DaemonJsonError(ValueError):
@@ -46,21 +47,25 @@ def parse(raw: bytes | None, path: str = DAEMON_JSON) -> dict[str, Any]:
 
 
 def has_nvidia_runtime(config: dict[str, Any]) -> bool:
-    """Our entry, or the one `nvidia-ctk runtime configure` writes (bare name, "args")."""
+    """Our entry, or the one `nvidia-ctk runtime configure --runtime=docker` writes: the
+    bare name "nvidia-container-runtime" (dockerd looks it up in PATH) with "args": []
+    (NVIDIA/nvidia-container-toolkit cmd/nvidia-ctk/runtime/configure/configure.go
+    @d34b3046, read 2026-11-23)."""
     entry = (config.get("runtimes") or {}).get("nvidia")
     if not isinstance(entry, dict):
         return False
     path = entry.get("path")
-    return isinstance(path, str) and posixpath.basename(path) == "nvidia-container-runtime"
+    return isinstance(path, str) and posixpath.basename(path) == NVIDIA_RUNTIME_NAME
 
 
-def with_nvidia_runtime(config: dict[str, Any]) -> dict[str, Any]:
-    """config with runtimes.nvidia set; the same dict contents if already there."""
+def with_nvidia_runtime(config: dict[str, Any], path: str) -> dict[str, Any]:
+    """config with runtimes.nvidia set to `path` (where the host has the runtime); the
+    same dict if an entry is already there."""
     if has_nvidia_runtime(config):
         return config
     merged = dict(config)
     runtimes = dict(merged.get("runtimes") or {})
-    runtimes["nvidia"] = dict(NVIDIA_RUNTIME, runtimeArgs=[])
+    runtimes["nvidia"] = {"path": path, "runtimeArgs": []}
     merged["runtimes"] = runtimes
     return merged
 

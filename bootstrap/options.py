@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from bootstrap.container_spec import DEFAULT_IMAGE, DEFAULT_NAME, DEFAULT_WORKSPACE
 from components.images import ImagePreset, find_preset
+from components.spec import VOLUME_ID_EXAMPLES, VOLUME_ID_PATTERNS
 
 CLOUDS = ("aws", "gcp", "azure")
 # The environment variable that carries a Jupyter token to `fab` (scripts/bootstrap
 # sets it from the stack's jupyter_token secret): never on a command line.
 JUPYTER_TOKEN_ENV = "WORKBENCH_JUPYTER_TOKEN"
+# A host key fingerprint as `ssh-keygen -lf` prints it: SHA256, base64 without padding.
+FINGERPRINT = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
+
+
+def normalize_fingerprint(value: str) -> str:
+    """'SHA256:abc...' from what a user or a stack output gives (padding '=' dropped);
+    ValueError when it is not a SHA256 fingerprint."""
+    text = value.strip().rstrip("=")
+    if not FINGERPRINT.match(text):
+        raise ValueError(f"{value!r} is not a SHA256 host key fingerprint "
+                         "(SHA256:<43 base64 characters>, as ssh-keygen -lf prints it)")
+    return text
+
+
+def volume_cloud(volume_id: str) -> str | None:
+    """The cloud whose disk ID format `volume_id` has (components/spec.py), or None."""
+    return next((cloud for cloud, pattern in VOLUME_ID_PATTERNS.items()
+                 if re.match(pattern, volume_id)), None)
 
 
 @dataclass(frozen=True)
@@ -32,7 +52,12 @@ class BootstrapOptions:
     # The kept data disk: None finds it by the cloud's device names, "none" skips it.
     data_device: str | None = None
     data_mount: str = "/data"
+    # The stack's data volume (its data_volume_id output): only that disk is used.
+    data_volume_id: str | None = None
     autostop_minutes: int = 60  # stop the machine after this many idle minutes; 0: off
+    # Host keys: refuse hosts not yet in known_hosts; accept a new host only with this key.
+    strict_host_keys: bool = False
+    host_key_fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         if self.cloud is not None and self.cloud not in CLOUDS:
@@ -57,6 +82,27 @@ class BootstrapOptions:
         if self.data_device not in (None, "none") and not self.data_device.startswith("/dev/"):
             raise ValueError(f"--data-device must be a /dev path or 'none', not "
                              f"{self.data_device!r}")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in self.data_mount):
+            raise ValueError(f"--data-mount must not hold control characters, not "
+                             f"{self.data_mount!r}")
+        if self.data_volume_id is not None:
+            cloud = volume_cloud(self.data_volume_id)
+            if cloud is None:
+                examples = ", ".join(VOLUME_ID_EXAMPLES.values())
+                raise ValueError(f"--data-volume-id {self.data_volume_id!r} is not an AWS, GCP "
+                                 f"or Azure disk ID (e.g. {examples})")
+            if self.cloud is not None and cloud != self.cloud:
+                raise ValueError(f"--data-volume-id {self.data_volume_id!r} is a disk on "
+                                 f"{cloud}, but --cloud is {self.cloud}")
+            if self.data_device is not None:
+                raise ValueError("--data-device and --data-volume-id both name the data disk; "
+                                 "give one")
+        if self.host_key_fingerprint is not None:
+            try:
+                fingerprint = normalize_fingerprint(self.host_key_fingerprint)
+            except ValueError as exc:
+                raise ValueError(f"--host-key-fingerprint: {exc}") from None
+            object.__setattr__(self, "host_key_fingerprint", fingerprint)
 
     @property
     def preset(self) -> ImagePreset | None:

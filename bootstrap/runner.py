@@ -74,7 +74,10 @@ def bootstrap_host(connection: Connection, options: BootstrapOptions,
     if unknown:
         raise ValueError(f"unknown steps: {', '.join(unknown)}")
     wanted = ["wait", *[s for s in ALL_STEPS if s in steps and s != "wait"]]
-    remote = Remote(connection)
+    remote = Remote(connection, strict_host_keys=options.strict_host_keys,
+                    host_key_fingerprint=options.host_key_fingerprint,
+                    # A new host's fingerprint, printed once (the run that records it).
+                    on_new_host_key=lambda line: emit(f"{remote.label}  {line}"))
     report = HostReport(host=remote.label)
     ctx = HostContext(remote=remote, options=options, emit=emit)
     started = time.monotonic()

@@ -22,6 +22,7 @@ from invoke.exceptions import Exit
 from bootstrap.container_spec import DEFAULT_IMAGE, DEFAULT_NAME, DEFAULT_WORKSPACE
 from bootstrap.options import JUPYTER_TOKEN_ENV, BootstrapOptions, requirement_lines
 from bootstrap.recap import HostReport, format_recap
+from bootstrap.remote import strict_host_keys_configured
 from bootstrap.runner import DEFAULT_STEPS, bootstrap_host
 from components.images import PRESETS
 
@@ -73,6 +74,9 @@ def _run(c: Any, steps: tuple[str, ...], *, pip: list[str] | None = None,
         token = jupyter_token or os.environ.get(JUPYTER_TOKEN_ENV) or None
         if token is not None:
             flags["jupyter_token"] = token.strip()
+        # --strict-host-keys, or workbench.strict_host_keys in Fabric's config.
+        flags["strict_host_keys"] = (flags.get("strict_host_keys", False)
+                                     or strict_host_keys_configured(c.config))
         options = BootstrapOptions(**flags)
     except ValueError as exc:
         raise Exit(str(exc), code=2) from exc
@@ -102,76 +106,102 @@ HELP = {
     "mlflow": "also start the MLflow tracking server (port 5001, store in the workspace)",
     "name": f"container name (default {DEFAULT_NAME})",
     "workspace": f"host directory mounted at /workspace (default {DEFAULT_WORKSPACE})",
-    "chmod-home": "also chmod -R a+rX the login user's home (except ~/.ssh and the token)",
+    "chmod-home": ("also chmod -R a+rX the login user's home, except where credentials live "
+                   "(~/.ssh, ~/.docker, ~/.ngc, ~/.aws, ~/.kube, ~/.netrc, ...: "
+                   "bootstrap/steps/umask.py)"),
     "skip-check": "skip the GPU check (for hosts without a GPU)",
-    "data-device": ("the data disk (default: the cloud's data-disk name, skipped when "
-                    "absent; 'none' to skip)"),
+    "data-device": ("the data disk, by path (default: --data-volume-id's disk; without "
+                    "either, a disk found by the cloud's data-disk names is mounted only "
+                    "when it carries our label, never formatted; 'none' to skip)"),
     "data-mount": "where the data disk is mounted (default /data)",
     "autostop-minutes": "stop the machine after this many idle minutes (default 60; 0 off)",
+    "strict-host-keys": ("refuse a host that is not in known_hosts yet (default: record a "
+                         "new host and print its fingerprint, as ssh's accept-new; a changed "
+                         "key is always refused)"),
+    "host-key-fingerprint": ("accept a new host only if its key has this SHA256:... "
+                             "fingerprint (scripts/bootstrap passes the stack's)"),
+    "data-volume-id": ("the stack's data volume ID (its data_volume_id output): only that "
+                       "disk is used, and it must be there"),
 }
 
 
 def _help(*names: str) -> dict[str, str]:
-    return {n.replace("-", "_"): HELP[n] for n in names}
+    # Every task connects, so every task takes --strict-host-keys.
+    return {n.replace("-", "_"): HELP[n] for n in (*names, "strict-host-keys")}
 
 
 @task(post=[recap], auto_shortflags=False, iterable=["pip"],
       help=_help("check", "wait-timeout", "cloud", "image", "name", "workspace",
                  "chmod-home", "skip-check", "pip", "requirements", "jupyter-token", "mlflow",
-                 "data-device", "data-mount", "autostop-minutes"))
+                 "data-device", "data-mount", "data-volume-id", "autostop-minutes",
+                 "host-key-fingerprint"))
 def bootstrap(c: Any, cloud: str | None = None, image: str = DEFAULT_IMAGE,
               name: str = DEFAULT_NAME, workspace: str = DEFAULT_WORKSPACE,
               check: bool = False, skip_check: bool = False, chmod_home: bool = False,
               wait_timeout: int = 300, pip: list[str] | None = None,
               requirements: str | None = None, jupyter_token: str | None = None,
               mlflow: bool = False, data_device: str | None = None,
-              data_mount: str = "/data", autostop_minutes: int = 60) -> None:
+              data_mount: str = "/data", data_volume_id: str | None = None,
+              autostop_minutes: int = 60, strict_host_keys: bool = False,
+              host_key_fingerprint: str | None = None) -> None:
     """Make a GPU VM ready for NGC containers: every step, in order."""
     steps = (*DEFAULT_STEPS, "mlflow") if mlflow else DEFAULT_STEPS
     _run(c, steps, cloud=cloud, image=image, container_name=name, workspace=workspace,
          check=check, skip_check=skip_check, chmod_home=chmod_home,
          wait_timeout=float(wait_timeout), pip=pip, requirements=requirements,
          jupyter_token=jupyter_token, mlflow=mlflow, data_device=data_device,
-         data_mount=data_mount, autostop_minutes=int(autostop_minutes))
+         data_mount=data_mount, data_volume_id=data_volume_id,
+         autostop_minutes=int(autostop_minutes), strict_host_keys=strict_host_keys,
+         host_key_fingerprint=host_key_fingerprint)
 
 
 @task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout"))
-def wait(c: Any, check: bool = False, wait_timeout: int = 300) -> None:
+def wait(c: Any, check: bool = False, wait_timeout: int = 300,
+         strict_host_keys: bool = False) -> None:
     """Wait for SSH, cloud-init and the dpkg lock."""
-    _run(c, ("wait",), check=check, wait_timeout=float(wait_timeout))
+    _run(c, ("wait",), check=check, wait_timeout=float(wait_timeout),
+         strict_host_keys=strict_host_keys)
 
 
 @task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout", "chmod-home"))
 def umask(c: Any, check: bool = False, chmod_home: bool = False,
-          wait_timeout: int = 300) -> None:
-    """umask 0002 in ~/.bashrc exactly once (--chmod-home: a+rX on the home)."""
-    _run(c, ("umask",), check=check, chmod_home=chmod_home, wait_timeout=float(wait_timeout))
+          wait_timeout: int = 300, strict_host_keys: bool = False) -> None:
+    """umask 0002 in ~/.bashrc exactly once (--chmod-home: a+rX on the home, credentials
+    excepted)."""
+    _run(c, ("umask",), check=check, chmod_home=chmod_home, wait_timeout=float(wait_timeout),
+         strict_host_keys=strict_host_keys)
 
 
 @task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout"))
-def nvidia_runtime(c: Any, check: bool = False, wait_timeout: int = 300) -> None:
+def nvidia_runtime(c: Any, check: bool = False, wait_timeout: int = 300,
+                   strict_host_keys: bool = False) -> None:
     """Register the nvidia runtime in /etc/docker/daemon.json and reload dockerd."""
-    _run(c, ("nvidia-runtime",), check=check, wait_timeout=float(wait_timeout))
+    _run(c, ("nvidia-runtime",), check=check, wait_timeout=float(wait_timeout),
+         strict_host_keys=strict_host_keys)
 
 
 @task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout", "cloud"))
 def data_root(c: Any, cloud: str | None = None, check: bool = False,
-              wait_timeout: int = 300) -> None:
+              wait_timeout: int = 300, strict_host_keys: bool = False) -> None:
     """On Azure, move Docker's data-root to /mnt/docker."""
-    _run(c, ("data-root",), cloud=cloud, check=check, wait_timeout=float(wait_timeout))
+    _run(c, ("data-root",), cloud=cloud, check=check, wait_timeout=float(wait_timeout),
+         strict_host_keys=strict_host_keys)
 
 
 @task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout"))
-def compose(c: Any, check: bool = False, wait_timeout: int = 300) -> None:
+def compose(c: Any, check: bool = False, wait_timeout: int = 300,
+            strict_host_keys: bool = False) -> None:
     """Make `docker compose` available (apt package, else the release binary)."""
-    _run(c, ("compose",), check=check, wait_timeout=float(wait_timeout))
+    _run(c, ("compose",), check=check, wait_timeout=float(wait_timeout),
+         strict_host_keys=strict_host_keys)
 
 
 @task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout", "image"))
 def compat(c: Any, image: str = DEFAULT_IMAGE, check: bool = False,
-           wait_timeout: int = 300) -> None:
+           wait_timeout: int = 300, strict_host_keys: bool = False) -> None:
     """Can the image run on this host's driver and GPU? (read-only; before any pull)"""
-    _run(c, ("compat",), image=image, check=check, wait_timeout=float(wait_timeout))
+    _run(c, ("compat",), image=image, check=check, wait_timeout=float(wait_timeout),
+         strict_host_keys=strict_host_keys)
 
 
 @task(post=[recap], auto_shortflags=False, iterable=["pip"],
@@ -180,45 +210,52 @@ def compat(c: Any, image: str = DEFAULT_IMAGE, check: bool = False,
 def container(c: Any, image: str = DEFAULT_IMAGE, name: str = DEFAULT_NAME,
               workspace: str = DEFAULT_WORKSPACE, check: bool = False,
               wait_timeout: int = 300, pip: list[str] | None = None,
-              requirements: str | None = None, jupyter_token: str | None = None) -> None:
+              requirements: str | None = None, jupyter_token: str | None = None,
+              strict_host_keys: bool = False) -> None:
     """Start the workbench container (a preset's ports, else JupyterLab 8890 and AIAA 5000),
     after the compatibility check; then the extra packages, if any."""
     _run(c, ("compat", "container", "packages"), image=image, container_name=name,
          workspace=workspace, check=check, wait_timeout=float(wait_timeout), pip=pip,
-         requirements=requirements, jupyter_token=jupyter_token)
+         requirements=requirements, jupyter_token=jupyter_token,
+         strict_host_keys=strict_host_keys)
 
 
 @task(name="mlflow", post=[recap], auto_shortflags=False,
       help=_help("check", "wait-timeout", "workspace"))
 def mlflow_server(c: Any, workspace: str = DEFAULT_WORKSPACE, check: bool = False,
-                  wait_timeout: int = 300) -> None:
+                  wait_timeout: int = 300, strict_host_keys: bool = False) -> None:
     """Start the MLflow tracking server (localhost:5001 through the tunnel)."""
     _run(c, ("mlflow",), workspace=workspace, check=check, mlflow=True,
-         wait_timeout=float(wait_timeout))
+         wait_timeout=float(wait_timeout), strict_host_keys=strict_host_keys)
 
 
 @task(name="data-volume", post=[recap], auto_shortflags=False,
-      help=_help("check", "wait-timeout", "data-device", "data-mount"))
+      help=_help("check", "wait-timeout", "data-device", "data-mount", "data-volume-id"))
 def data_volume(c: Any, data_device: str | None = None, data_mount: str = "/data",
-                check: bool = False, wait_timeout: int = 300) -> None:
+                data_volume_id: str | None = None, check: bool = False,
+                wait_timeout: int = 300, strict_host_keys: bool = False) -> None:
     """Mount the kept data disk at /data (formatted only when blank) with a workspace."""
-    _run(c, ("data-volume",), data_device=data_device, data_mount=data_mount, check=check,
-         wait_timeout=float(wait_timeout))
+    _run(c, ("data-volume",), data_device=data_device, data_mount=data_mount,
+         data_volume_id=data_volume_id, check=check, wait_timeout=float(wait_timeout),
+         strict_host_keys=strict_host_keys)
 
 
 @task(post=[recap], auto_shortflags=False,
       help=_help("check", "wait-timeout", "cloud", "autostop-minutes"))
 def autostop(c: Any, autostop_minutes: int = 60, cloud: str | None = None,
-             check: bool = False, wait_timeout: int = 300) -> None:
+             check: bool = False, wait_timeout: int = 300,
+             strict_host_keys: bool = False) -> None:
     """Install the idle check and its systemd timer (stop after N idle minutes; 0 off)."""
     _run(c, ("autostop",), autostop_minutes=int(autostop_minutes), cloud=cloud, check=check,
-         wait_timeout=float(wait_timeout))
+         wait_timeout=float(wait_timeout), strict_host_keys=strict_host_keys)
 
 
 @task(name="check", post=[recap], auto_shortflags=False, help=_help("wait-timeout", "image"))
-def gpu_check(c: Any, image: str = DEFAULT_IMAGE, wait_timeout: int = 300) -> None:
+def gpu_check(c: Any, image: str = DEFAULT_IMAGE, wait_timeout: int = 300,
+              strict_host_keys: bool = False) -> None:
     """GPU visible on the host and in a container; a diagnosis when not."""
-    _run(c, ("check",), image=image, wait_timeout=float(wait_timeout))
+    _run(c, ("check",), image=image, wait_timeout=float(wait_timeout),
+         strict_host_keys=strict_host_keys)
 
 
 collection = Collection(bootstrap, wait, umask, nvidia_runtime, data_root, data_volume,

@@ -6,17 +6,24 @@ in on stdin, so secrets never appear in a command line, a file or a log.
 The snippets exit 3 when the login node lacks something (a runtime, an
 image) and 4 when Slurm or the pull tool refused; their stderr is the one
 line the task reports.
+
+The connection checks the login node's host key against known_hosts before
+it logs in (bootstrap.remote.open_checked): a node that offers another key
+is refused with one line and exit 2, before any key or NGC credential is sent.
 """
 
 from __future__ import annotations
 
 import shlex
+import sys
 import time
 from dataclasses import dataclass
 
 from fabric import Connection
 from invoke.context import Context
 from invoke.exceptions import Exit
+
+from bootstrap.remote import HostKeyRefused, open_checked, strict_host_keys_configured
 
 EXIT_BAD_INPUT = 2
 PRECONDITION = 3  # the login node lacks something
@@ -36,12 +43,32 @@ def fail(task_name: str, message: str, code: int = 1) -> Exit:
 
 
 def connection(c: Context, task_name: str) -> Connection:
+    """The login node's connection, open, its host key checked (exit 2 when refused)."""
     if not isinstance(c, Connection):
         raise fail(
             task_name, f"needs the login node: fab -H user@login-node slurm.{task_name} ...",
             EXIT_BAD_INPUT,
         )  # fmt: skip
+    open_login_node(c, task_name)
     return c
+
+
+def require_known_host(c: Context) -> None:
+    """--strict-host-keys: refuse a login node that is not in known_hosts yet."""
+    section = dict(c.config.get("workbench") or {})
+    section["strict_host_keys"] = True
+    c.config["workbench"] = section  # type: ignore[assignment]
+
+
+def open_login_node(c: Connection, task_name: str) -> None:
+    """Open the SSH connection with known_hosts honoured (accept-new, or strict)."""
+    try:
+        open_checked(
+            c, strict=strict_host_keys_configured(c.config),
+            on_new=lambda line: print(f"{c.user}@{c.host}: {line}", file=sys.stderr, flush=True),
+        )
+    except HostKeyRefused as exc:
+        raise fail(task_name, str(exc), EXIT_BAD_INPUT) from None
 
 
 @dataclass(frozen=True)
@@ -62,7 +89,7 @@ def run(c: Connection, snippet: str, stdin: str = "") -> RemoteResult:
     Every snippet reads all of stdin before it writes anything, so the write
     cannot stall behind output nobody is reading yet.
     """
-    c.open()
+    open_login_node(c, "remote")
     transport = c.client.get_transport()
     if transport is None:  # open() failed without raising
         raise fail("remote", f"no SSH transport to {c.host}")

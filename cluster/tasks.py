@@ -40,6 +40,7 @@ from cluster.login_node import (
     REFUSED,
     connection,
     fail,
+    require_known_host,
 )
 from cluster.registry import (
     is_registry_reference,
@@ -63,6 +64,10 @@ from cluster.slurm_answers import (
     sbatch_option,
 )
 
+STRICT_HOST_KEYS_HELP = ("refuse a login node not yet in known_hosts (default: record it and "
+                         "print its fingerprint, as ssh's accept-new; a changed key is always "
+                         "refused)")
+
 # -- pull -----------------------------------------------------------------------
 
 
@@ -72,15 +77,18 @@ from cluster.slurm_answers import (
         "image": "registry reference, e.g. nvcr.io/nvidia/pytorch:24.05-py3 (docker:// optional)",
         "runtime": f"one of {', '.join(RUNTIMES)} (default apptainer)",
         "cache_dir": f"shared image cache on the cluster (default {DEFAULT_CACHE_DIR})",
+        "strict_host_keys": STRICT_HOST_KEYS_HELP,
     },
 )
-def pull(c, image, runtime="apptainer", cache_dir=DEFAULT_CACHE_DIR):
+def pull(c, image, runtime="apptainer", cache_dir=DEFAULT_CACHE_DIR, strict_host_keys=False):
     """Convert an NGC/Docker image to a SIF (or charliecloud dir) in the cluster's cache, once.
 
     Registry login comes from the local environment and reaches the login node
     on stdin only: APPTAINER_DOCKER_USERNAME/PASSWORD, SINGULARITY_DOCKER_*,
     CH_IMAGE_*, or NGC_API_KEY (as user $oauthtoken, for nvcr.io).
     """
+    if strict_host_keys:
+        require_known_host(c)
     print(pull_image(c, image, runtime, cache_dir))
 
 
@@ -172,6 +180,7 @@ def submit_job(c: Context, spec: JobSpec, dry_run: bool = False) -> tuple[str, s
         "module": "module to load before the run (repeatable)",
         "requirements": "requirements.txt on the cluster: a venv is built in scratch",
         "dry_run": "print the batch script; submit nothing",
+        "strict_host_keys": STRICT_HOST_KEYS_HELP,
     },
 )
 def submit(
@@ -203,8 +212,11 @@ def submit(
     module=None,
     requirements=None,
     dry_run=False,
+    strict_host_keys=False,
 ):
     """Submit the container and command as a Slurm batch job; prints the job id."""
+    if strict_host_keys:
+        require_known_host(c)
     flags = {
         "command": command, "image": image, "runtime": runtime, "cache_dir": cache_dir,
         "jobs_dir": jobs_dir, "name": name, "account": account, "partition": partition,
@@ -238,9 +250,14 @@ def job_states(c: Context, job_id: str) -> list[JobState]:
     return parse_job_states(rows, source.strip())
 
 
-@task(auto_shortflags=False, help={"job_id": "Slurm job id (123, or 123_4 for one array task)"})
-def status(c, job_id):
+@task(auto_shortflags=False, help={
+    "job_id": "Slurm job id (123, or 123_4 for one array task)",
+    "strict_host_keys": STRICT_HOST_KEYS_HELP,
+})
+def status(c, job_id, strict_host_keys=False):
     """A job's state: squeue while Slurm holds it, then sacct."""
+    if strict_host_keys:
+        require_known_host(c)
     print(format_job_states(job_states(c, job_id)))
 
 
@@ -327,10 +344,14 @@ def read_logs(c: Context, job_id: str, lines: int, jobs_dir: str, stderr: bool) 
         "jobs_dir": f"jobs dir used at submit (default {DEFAULT_JOBS_DIR})",
         "job_file": "take --jobs-dir from this job file",
         "stderr": "show the --error file instead of the output",
+        "strict_host_keys": STRICT_HOST_KEYS_HELP,
     },
 )
-def logs(c, job_id, lines=100, jobs_dir=None, job_file=None, stderr=False):
+def logs(c, job_id, lines=100, jobs_dir=None, job_file=None, stderr=False,
+         strict_host_keys=False):
     """Tail a job's output file, wherever Slurm put it."""
+    if strict_host_keys:
+        require_known_host(c)
     try:
         file_options = load_job_file(job_file) if job_file else None
         spec = merge_options(file_options, {"jobs_dir": jobs_dir}, job_file or "job file")
@@ -350,9 +371,14 @@ def cancel_job(c: Context, job_id: str) -> str:
     return f"cancelled {job_id} (was {', '.join(result.stdout.split())})"
 
 
-@task(auto_shortflags=False, help={"job_id": "Slurm job id (123, or 123_4 for one array task)"})
-def cancel(c, job_id):
+@task(auto_shortflags=False, help={
+    "job_id": "Slurm job id (123, or 123_4 for one array task)",
+    "strict_host_keys": STRICT_HOST_KEYS_HELP,
+})
+def cancel(c, job_id, strict_host_keys=False):
     """Cancel a job (scancel)."""
+    if strict_host_keys:
+        require_known_host(c)
     print(cancel_job(c, job_id))
 
 

@@ -3,18 +3,32 @@
 Order of preference: the distribution's package (docker-compose-plugin from
 Docker's apt repo, docker-compose-v2 on Ubuntu), after an `apt-get update` if
 neither has a candidate yet; else the static binary from Compose's GitHub
-release, checked against its published sha256.
+release, checked against the sha256 pinned here, per version and
+architecture (a digest fetched from the same place as the binary proves
+nothing). An architecture without a pin is refused.
 """
 
 # ruff: noqa: E501  (embedded shell scripts stay on one line each, as a shell reader expects)
 
 from __future__ import annotations
 
+import shlex
+
 from bootstrap.facts import Fact, path_or_none
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok
 
 COMPOSE_RELEASE = "v2.29.7"
 APT_PACKAGES = ("docker-compose-plugin", "docker-compose-v2")
+DOWNLOAD_BASE = "https://github.com/docker/compose/releases/download"
+# sha256 of the release assets docker-compose-linux-<uname -m>, (release, arch) -> hex.
+# Source: periareon/rules_docker_compose docker_compose/private/versions.bzl @63f1b825,
+# generated from the release's checksums.txt; the same values are pinned independently
+# by other projects (e.g. the docker:27.3.1 image's Dockerfile); read 2026-11-23.
+# A new release needs new pins here, from its checksums.txt, checked the same way.
+COMPOSE_SHA256: dict[tuple[str, str], str] = {
+    ("v2.29.7", "x86_64"): "383ce6698cd5d5bbf958d2c8489ed75094e34a77d340404d9f32c4ae9e12baf0",
+    ("v2.29.7", "aarch64"): "6e9fbd5daa20dca5d7d89145081ae8155d68ef2928b497d9f85b54fe0f9dbb2c",
+}
 
 INSTALL = r"""
 method=
@@ -38,15 +52,21 @@ if command -v apt-get >/dev/null 2>&1; then
 fi
 if [ -z "$method" ]; then
   dir=/usr/local/lib/docker/cli-plugins
-  url=https://github.com/docker/compose/releases/download/@RELEASE@/docker-compose-linux-$(uname -m)
-  mkdir -p "$dir"; tmp=$(mktemp "$dir/.docker-compose.XXXXXX"); trap 'rm -f "$tmp" "$tmp.sha"' EXIT
+  arch=$(uname -m)
+  case "$arch" in
+@PINS@
+    *) echo "ERROR: no sha256 pinned for Docker Compose @RELEASE@ on $arch (pinned: @PINNED@); not downloading it: install the docker-compose-plugin package instead"; exit 1 ;;
+  esac
+  url=@BASE@/@RELEASE@/docker-compose-linux-$arch
+  mkdir -p "$dir"; tmp=$(mktemp "$dir/.docker-compose.XXXXXX"); trap 'rm -f "$tmp"' EXIT
   fetch() { curl -fsSL --retry 3 -o "$1" "$2" 2>/dev/null || wget -q -O "$1" "$2"; }
-  fetch "$tmp" "$url" && fetch "$tmp.sha" "$url.sha256" || {
+  fetch "$tmp" "$url" || {
     echo "ERROR: no apt package for compose and cannot download $url"; exit 1; }
-  [ "$(sha256sum "$tmp" | cut -c1-64)" = "$(cut -c1-64 "$tmp.sha")" ] || {
-    echo "ERROR: $url does not match its published sha256"; exit 1; }
+  got=$(sha256sum "$tmp" | cut -c1-64)
+  [ "$got" = "$want" ] || {
+    echo "ERROR: $url: sha256 $got is not the pinned $want; not installed"; exit 1; }
   chmod 755 "$tmp" && mv -f "$tmp" "$dir/docker-compose"
-  method="$url"
+  method="$url (sha256 pinned in code)"
 fi
 if ! v=$(docker compose version 2>&1); then echo "ERROR: docker compose still fails: $v"; exit 1; fi
 echo "@@installed"; echo "$v via $method"
@@ -76,8 +96,14 @@ def run(ctx: HostContext) -> StepOutcome:
     if ctx.options.check:
         via = "apt" if ctx.fact(HAS_APT) else f"GitHub release {COMPOSE_RELEASE}"
         return ctx.would(f"install the docker compose plugin (via {via})")
-    script = INSTALL.replace("@PACKAGES@", " ".join(APT_PACKAGES)).replace(
-        "@RELEASE@", COMPOSE_RELEASE)
+    pins = {arch: digest for (release, arch), digest in COMPOSE_SHA256.items()
+            if release == COMPOSE_RELEASE}
+    script = (INSTALL.replace("@PACKAGES@", " ".join(APT_PACKAGES))
+              .replace("@PINS@", "\n".join(f"    {arch}) want={digest} ;;"
+                                           for arch, digest in pins.items()))
+              .replace("@PINNED@", ", ".join(pins) or "none")
+              .replace("@BASE@", shlex.quote(DOWNLOAD_BASE))
+              .replace("@RELEASE@", COMPOSE_RELEASE))
     result = ctx.remote.run(script, timeout=900)
     if not result.ok:
         raise StepFailed(result.error_line())

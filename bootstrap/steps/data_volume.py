@@ -1,53 +1,104 @@
 """Step: the data volume mounted at /data, formatted only when blank.
 
 The stack attaches a separate disk that outlives `pulumi destroy`; this step
-finds it (the cloud's stable device name, or --data-device), makes an ext4
-filesystem on it only when the disk carries no filesystem or partition table
-at all, mounts it by UUID through /etc/fstab (nofail: a missing disk must not
-stop the machine from booting) and gives the login user a workspace on it.
-A disk that already has a filesystem is never formatted, whatever its type.
+finds it, makes an ext4 filesystem on it only when the disk carries no
+filesystem or partition table at all, mounts it by UUID through /etc/fstab
+(nofail: a missing disk must not stop the machine from booting; ordered
+before docker.service, so a container never starts on the empty mount point)
+and gives the login user a workspace on it. A disk that already has a
+filesystem is never formatted, whatever its type.
+
+Which disk: the one the stack declared. `--data-volume-id` (scripts/bootstrap
+passes the stack's data_volume_id output) names it, and only the guest device
+that carries that identity is used (declared_devices): on AWS the EBS NVMe
+serial (the volume ID without its dash), on GCP the device name the stack
+attaches it under, on Azure the LUN. A declared volume that is not there fails
+the step, so nothing later puts the workspace on the root disk. `--data-device`
+declares a device by path. A disk found by the clouds' names without a
+declaration is mounted only when it carries our filesystem label; it is never
+formatted. Never formatted either: a disk when the mount point already holds
+another device's mount.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import shlex
 import uuid as uuidlib
 from dataclasses import dataclass
 
 from bootstrap.facts import LOGIN, Fact
-from bootstrap.options import BootstrapOptions
+from bootstrap.options import BootstrapOptions, volume_cloud
 from bootstrap.shell import atomic_write
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok, skipped
 
 FS_LABEL = "workbench-data"
-# Where each cloud's attached data disk appears, most specific first. AWS Nitro
-# shows EBS as NVMe with the volume ID in the serial; Xen types keep /dev/xvdf.
-CLOUD_DEVICES = (
-    "/dev/disk/azure/scsi1/lun0",
-    "/dev/disk/by-id/google-workbench-data",
-    "/dev/xvdf",
-    "/dev/sdf",
-)
+# Where the guest's udev puts the stable names of disks (a test points these elsewhere:
+# the test hosts have no udev).
+DISK_BY_ID = "/dev/disk/by-id"
+AZURE_SCSI1 = "/dev/disk/azure/scsi1"
+# The names the stack attaches the data disk under (components/gcp.py DATA_DEVICE_NAME,
+# components/azure.py DATA_LUN, components/aws.py DATA_DEVICE).
+GCP_DEVICE_NAME = "workbench-data"
+AZURE_LUN = 0
+AWS_XEN_DEVICE = "/dev/xvdf"  # /dev/sdf on Xen instance types, which show no volume ID
 
 
-def facts_snippet(device: str | None, mount: str, wait_seconds: int) -> str:
+def declared_devices(volume_id: str) -> tuple[str, ...]:
+    """The guest device paths that are the volume `volume_id`, most specific first.
+
+    AWS Nitro shows EBS as NVMe with the volume ID, without its dash, as the serial:
+    vol-0123... -> nvme-Amazon_Elastic_Block_Store_vol0123... On Xen instance types
+    (p3) there is no serial to match; there the attachment's own name counts, and the
+    facts use it only when the host is a Xen guest. GCP: google-<device name>. Azure:
+    the LUN the stack attaches it at.
+    """
+    cloud = volume_cloud(volume_id)
+    if cloud == "aws":
+        return (f"{DISK_BY_ID}/nvme-Amazon_Elastic_Block_Store_{volume_id.replace('-', '')}",)
+    if cloud == "gcp":
+        return (f"{DISK_BY_ID}/google-{GCP_DEVICE_NAME}",)
+    if cloud == "azure":
+        return (f"{AZURE_SCSI1}/lun{AZURE_LUN}",)
+    raise ValueError(f"not a disk ID of a known cloud: {volume_id!r}")
+
+
+def discovery_devices() -> tuple[str, ...]:
+    """The clouds' data-disk names, tried when nothing is declared (mounted only when
+    the disk carries our label)."""
+    return (f"{AZURE_SCSI1}/lun{AZURE_LUN}", f"{DISK_BY_ID}/google-{GCP_DEVICE_NAME}")
+
+
+def facts_snippet(device: str | None, mount: str, wait_seconds: int,
+                  volume_id: str | None = None) -> str:
     """Shell that prints what the step needs to know about the disk and the mount point."""
-    candidates = " ".join(shlex.quote(d) for d in ([device] if device else CLOUD_DEVICES))
-    aws_nvme = "" if device else (
+    if volume_id:
+        candidates = declared_devices(volume_id)
+    elif device:
+        candidates = (device,)
+    else:
+        candidates = discovery_devices()
+    words = " ".join(shlex.quote(d) for d in candidates)
+    xen = ""
+    if volume_id and volume_cloud(volume_id) == "aws":
+        xen = ('[ "$(cat /sys/hypervisor/type 2>/dev/null)" = xen ] && '
+               f'[ -e {AWS_XEN_DEVICE} ] && echo {AWS_XEN_DEVICE}; ')
+    aws_nvme = "" if (device or volume_id) else (
         # EBS data volumes on Nitro: by-id names with the volume ID, not the root disk.
-        'for d in /dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol*; do '
+        f'for d in {shlex.quote(DISK_BY_ID)}/nvme-Amazon_Elastic_Block_Store_vol*; do '
         '[ -e "$d" ] || continue; case "$d" in *-part*) continue;; esac; '
         'r=$(readlink -f "$d"); [ "$r" = "$root_disk" ] && continue; echo "$d"; done; ')
+    declared = "yes" if (device or volume_id) else ""
     return rf"""
 root_src=$(findmnt -n -o SOURCE / 2>/dev/null)
 root_disk=/dev/$(lsblk -n -o PKNAME "$root_src" 2>/dev/null | head -n 1)
-wb_find() {{ for d in {candidates}; do [ -e "$d" ] && echo "$d"; done; {aws_nvme}}}
+wb_find() {{ for d in {words}; do [ -e "$d" ] && echo "$d"; done; {xen}{aws_nvme}}}
 wb_n={int(wait_seconds) * 5}
 dev=$(wb_find | head -n 1)
-# An attachment can land a little after boot: wait (bounded) when one is expected.
-while [ -z "$dev" ] && [ "$wb_n" -gt 0 ] && [ -n {shlex.quote(device or "")} ]; do
+# An attachment can land a little after boot: wait (bounded) when one is declared.
+while [ -z "$dev" ] && [ "$wb_n" -gt 0 ] && [ -n "{declared}" ]; do
   sleep 0.2; wb_n=$((wb_n - 1)); dev=$(wb_find | head -n 1)
 done
 echo "device=$dev"
@@ -59,7 +110,11 @@ if [ -n "$dev" ]; then
   blkid -p -o export "$real" 2>/dev/null | sed 's/^/probe_/'
   echo "signatures=$(wipefs -n "$real" 2>/dev/null | tail -n +2 | wc -l)"
 fi
-echo "mounted=$(findmnt -n -o SOURCE --mountpoint {shlex.quote(mount)} 2>/dev/null)"
+# What the mount point holds now (the top mount where mounts are stacked).
+wb_m=$(findmnt -n -o SOURCE,FSTYPE --mountpoint {shlex.quote(mount)} 2>/dev/null | tail -n 1)
+echo "mounted=${{wb_m%% *}}"
+echo "mounted_fstype=$(echo "${{wb_m#* }}" | tr -d ' ')"
+case "$wb_m" in /dev/*) echo "mounted_real=$(readlink -f "${{wb_m%% *}}")" ;; esac
 echo "workspace_owner=$(stat -c %U {shlex.quote(mount + '/workspace')} 2>/dev/null)"
 echo "fstab_b64=$(base64 -w0 /etc/fstab 2>/dev/null)"
 """
@@ -77,6 +132,9 @@ class VolumeFacts:
     mounted_from: str | None
     workspace_owner: str | None
     fstab: bytes | None
+    fs_label: str | None = None
+    mounted_real: str | None = None  # the device behind mounted_from, links resolved
+    mounted_fstype: str | None = None
 
     @property
     def blank(self) -> bool:
@@ -102,24 +160,51 @@ def parse(section: str) -> VolumeFacts:
         mounted_from=values.get("mounted") or None,
         workspace_owner=values.get("workspace_owner") or None,
         fstab=base64.b64decode(fstab_b64) if fstab_b64 else None,
+        fs_label=values.get("probe_LABEL") or None,
+        mounted_real=values.get("mounted_real") or None,
+        mounted_fstype=values.get("mounted_fstype") or None,
     )
 
 
-def fstab_with_mount(fstab: bytes | None, uuid: str, mount: str) -> bytes:
-    """/etc/fstab with exactly one line for `mount`, by UUID; other lines kept as they are."""
-    line = f"UUID={uuid} {mount} ext4 defaults,nofail,x-systemd.device-timeout=10s 0 2"
+# fstab(5): "If the name of the mount point contains spaces or tabs these can be
+# escaped as `\040' and '\011' respectively"; getmntent(3) also decodes \012 (newline)
+# and \134 (backslash). The backslash goes first, or its own escapes get escaped.
+_FSTAB_ESCAPES = (("\\", "\\134"), (" ", "\\040"), ("\t", "\\011"), ("\n", "\\012"))
+# The ordering: x-systemd.before= (systemd.mount(5)) puts Before=docker.service into
+# the mount unit systemd-fstab-generator makes, so with nofail (mounted
+# asynchronously) dockerd still waits for /data before it restarts the container.
+MOUNT_OPTIONS = "defaults,nofail,x-systemd.before=docker.service,x-systemd.device-timeout=10s"
+
+
+def fstab_escape(path: str) -> str:
+    for raw, escaped in _FSTAB_ESCAPES:
+        path = path.replace(raw, escaped)
+    return path
+
+
+def fstab_unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def fstab_with_mount(fstab: bytes | None, uuid: str, mount: str, fs_type: str = "ext4"
+                     ) -> bytes:
+    """/etc/fstab with exactly one line for `mount`, by UUID, with the filesystem's real
+    type and the path escaped as fstab(5) wants; other lines kept as they are."""
+    passno = 2 if fs_type.startswith("ext") else 0  # fsck at boot only where it checks
+    line = f"UUID={uuid} {fstab_escape(mount)} {fs_type} {MOUNT_OPTIONS} 0 {passno}"
     kept = []
     for existing in (fstab or b"").decode().splitlines():
         fields = existing.split()
-        if len(fields) >= 2 and not existing.lstrip().startswith("#") and fields[1] == mount:
-            continue  # ours, perhaps with an old UUID: replaced below
+        if (len(fields) >= 2 and not existing.lstrip().startswith("#")
+                and fstab_unescape(fields[1]) == mount):
+            continue  # ours, perhaps with an old UUID or type: replaced below
         kept.append(existing)
     return ("\n".join([*kept, line]) + "\n").encode()
 
 
 def _facts_command(o: BootstrapOptions) -> str:
     device = o.data_device if o.data_device != "none" else None
-    return facts_snippet(device, o.data_mount, int(o.wait_timeout))
+    return facts_snippet(device, o.data_mount, int(o.wait_timeout), o.data_volume_id)
 
 
 VOLUME: Fact[VolumeFacts] = Fact("data_volume", _facts_command, parse)
@@ -129,15 +214,35 @@ def run(ctx: HostContext) -> StepOutcome:
     o = ctx.options
     device = o.data_device
     mount = o.data_mount
+    volume_id = o.data_volume_id
     if device == "none":
         return skipped("no data volume (--data-device none)")
     f = ctx.fact(VOLUME)
+    declared = bool(volume_id or device)
     if f.device is None:
+        if volume_id:
+            raise StepFailed(
+                f"data volume {volume_id} not found at {' or '.join(declared_devices(volume_id))}"
+                f" after {o.wait_timeout:g}s; not putting the workspace on the root disk "
+                "(is it attached? `pulumi up` attaches it)")
         if device:
-            raise StepFailed(f"data device {device} not found after {o.wait_timeout:g}s")
+            raise StepFailed(f"data device {device} not found after {o.wait_timeout:g}s; not "
+                             "putting the workspace on the root disk")
         return skipped("no data volume attached (none of the cloud's data disk names)")
     if f.real is not None and f.real == f.root_disk:
         raise StepFailed(f"{f.device} is the root disk; refusing to use it as the data volume")
+    if not declared and f.fs_label != FS_LABEL:
+        what = "a blank disk" if f.blank else f"{f.fs_type or 'data'}"
+        return skipped(f"{f.device} ({what}) is not declared as the data volume (pass "
+                       "--data-volume-id, as scripts/bootstrap does, or --data-device); "
+                       "not formatting or mounting it")
+    if f.mounted_from and f.mounted_real != f.real:
+        # Formatting ours and swapping the fstab line would leave that mount in place
+        # over the new one, and the user's data behind whichever wins at boot.
+        raise StepFailed(
+            f"{mount} already holds {f.mounted_from} ({f.mounted_fstype or 'a mount'}), not "
+            f"{f.device}; nothing formatted, /etc/fstab unchanged (unmount it, or choose "
+            "another --data-mount)")
     if f.children and f.fs_type is None:
         raise StepFailed(f"{f.device} has partitions; refusing to format it (mount one of them "
                          "with --data-device)")
@@ -148,11 +253,13 @@ def run(ctx: HostContext) -> StepOutcome:
     actions: list[tuple[str, str]] = []  # (done, to do): for the report and --check
     script: list[str] = []
     uuid = f.fs_uuid
+    fs_type = f.mounted_fstype if f.mounted_from else f.fs_type
     if f.blank:
         actions.append((f"formatted blank {f.device} as ext4",
                         f"format blank {f.device} as ext4"))
         # The UUID is chosen here so the fstab line can be written in the same trip.
         uuid = str(uuidlib.uuid4())
+        fs_type = "ext4"
         script.append(
             # Probe again right before mkfs: never format what gained a filesystem.
             f"if blkid -p {shlex.quote(f.real or '')} >/dev/null 2>&1; then "
@@ -163,10 +270,11 @@ def run(ctx: HostContext) -> StepOutcome:
         raise StepFailed(f"{f.device} holds {f.fs_type}, not ext4; not formatting a disk that "
                          "has data (format it yourself, or mount it and rerun)")
     assert uuid is not None or f.mounted_from
-    want_fstab = fstab_with_mount(f.fstab, uuid or "", mount) if uuid else f.fstab
+    want_fstab = (fstab_with_mount(f.fstab, uuid, mount, fs_type or "ext4") if uuid
+                  else f.fstab)
     if want_fstab != f.fstab and want_fstab is not None:
-        actions.append((f"set /etc/fstab: {mount} by UUID, nofail",
-                        f"set /etc/fstab: {mount} by UUID, nofail"))
+        actions.append((f"set /etc/fstab: {mount} by UUID ({fs_type}), nofail, before docker",
+                        f"set /etc/fstab: {mount} by UUID ({fs_type}), nofail, before docker"))
         expected = None if f.fstab is None else hashlib.sha256(f.fstab).hexdigest()
         script.append(atomic_write("/etc/fstab", want_fstab, expected_sha256=expected)
                       + " || exit $?")
@@ -181,7 +289,7 @@ def run(ctx: HostContext) -> StepOutcome:
         ws = shlex.quote(workspace)
         script.append(f"mkdir -p {ws} && chown {shlex.quote(user)}:{shlex.quote(group)} {ws}")
     if not actions:
-        return ok(f"{f.device} ({f.fs_type}) mounted at {mount}; nothing formatted")
+        return ok(f"{f.device} ({fs_type}) mounted at {mount}; nothing formatted")
     if ctx.options.check:
         return ctx.would("; ".join(todo for _, todo in actions))
     result = ctx.remote.run("set -e\n" + "\n".join(script))

@@ -11,7 +11,7 @@ never touched.
 from __future__ import annotations
 
 from bootstrap import daemon_json
-from bootstrap.daemon_json import DAEMON_JSON, NVIDIA_RUNTIME_PATH, DaemonJsonError
+from bootstrap.daemon_json import DAEMON_JSON, NVIDIA_RUNTIME_NAME, DaemonJsonError
 from bootstrap.facts import DAEMON_JSON as DAEMON_JSON_FACT
 from bootstrap.facts import DOCKER_INFO, Fact, path_or_none
 from bootstrap.remote import parse_sections
@@ -43,18 +43,20 @@ def run(ctx: HostContext) -> StepOutcome:
         config = daemon_json.parse(ctx.daemon_json)
     except DaemonJsonError as exc:
         raise StepFailed(str(exc)) from exc
-    if ctx.fact(NVIDIA_RUNTIME_BIN) is None:
+    host_path = ctx.fact(NVIDIA_RUNTIME_BIN)
+    if host_path is None:
         raise StepFailed(
-            f"{NVIDIA_RUNTIME_PATH} not found: install the NVIDIA Container Toolkit "
-            f"(apt package nvidia-container-toolkit) first; {DAEMON_JSON} not changed")
-    want = daemon_json.with_nvidia_runtime(config)
+            f"{NVIDIA_RUNTIME_NAME} not found on the host's PATH: install the NVIDIA Container "
+            f"Toolkit (apt package nvidia-container-toolkit) first; {DAEMON_JSON} not changed")
+    # The path the host has, not a fixed /usr/bin: dockerd execs exactly this.
+    want = daemon_json.with_nvidia_runtime(config, host_path)
     need_write = want is not config
     info = ctx.fact(DOCKER_INFO)
     listed = ctx.docker_running and info is not None and "nvidia" in info.runtimes
     if not need_write and listed:
         path = config["runtimes"]["nvidia"].get("path")
-        form = {NVIDIA_RUNTIME_PATH: "ours", "nvidia-container-runtime": "nvidia-ctk form"}.get(
-            path, f"path {path}")
+        form = ("ours" if path == host_path else "nvidia-ctk form" if path == NVIDIA_RUNTIME_NAME
+                else f"path {path}; the host's {NVIDIA_RUNTIME_NAME} is {host_path}")
         return ok(f"runtimes.nvidia in {DAEMON_JSON} ({form}); dockerd lists it")
 
     actions = []

@@ -1,6 +1,7 @@
 """Step 2: `umask 0002` in the login user's ~/.bashrc exactly once, so files
 made in a shared workspace stay group-writable; with --chmod-home, everything
-under $HOME readable (a+rX) by others, e.g. a container running as another uid.
+under $HOME readable (a+rX) by others, e.g. a container running as another uid,
+except what holds a credential (CHMOD_HOME_PRUNE), which keeps its mode.
 """
 
 from __future__ import annotations
@@ -15,9 +16,30 @@ from bootstrap.options import BootstrapOptions
 from bootstrap.shell import atomic_write
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok
 
-# What `--chmod-home` leaves alone: sshd refuses a world-readable key dir on
-# some configs, and the token is a secret.
-CHMOD_HOME_PRUNE = (".ssh", TOKEN_DIR)
+# What `--chmod-home` leaves alone (relative to the home; a directory is skipped
+# with all it holds): every dotfile or dotdir where tools on a GPU workstation
+# keep a credential, plus what a user typed. A path that is not there costs nothing.
+CHMOD_HOME_PRUNE = (
+    # SSH and GPG private keys (sshd's StrictModes also refuses a readable ~/.ssh).
+    ".ssh", ".gnupg",
+    # Registries: `docker login nvcr.io` keeps the NGC API key in ~/.docker/config.json;
+    # the NGC CLI its key in ~/.ngc; Apptainer/Singularity remote tokens; podman/skopeo.
+    ".docker", ".ngc", ".apptainer", ".singularity", ".config/containers",
+    # Cloud and cluster credentials: AWS, Azure CLI, gcloud (and gsutil's ~/.boto),
+    # s3cmd, rclone remotes, kubeconfig tokens.
+    ".aws", ".azure", ".config/gcloud", ".boto", ".s3cfg", ".config/rclone", ".kube",
+    # ML services: Hugging Face and Kaggle tokens (Weights & Biases uses ~/.netrc).
+    ".cache/huggingface/token", ".huggingface", ".kaggle",
+    # Passwords and tokens of common tools: curl/git/W&B, PostgreSQL, MySQL, git's
+    # credential store, PyPI and npm upload tokens.
+    ".netrc", ".pgpass", ".my.cnf", ".git-credentials", ".pypirc", ".npmrc",
+    # Jupyter: config may hold the password hash; runtime files hold live tokens.
+    ".jupyter", ".local/share/jupyter/runtime",
+    # History: whatever was typed, `export NGC_API_KEY=...` included.
+    ".bash_history", ".zsh_history", ".python_history", ".ipython",
+    # Ours: the Jupyter token (and anything else gpu-workbench keeps there).
+    TOKEN_DIR,
+)
 
 BASHRC: Fact[bytes | None] = Fact(
     "bashrc",

@@ -33,7 +33,7 @@ def test_merge_keeps_every_other_key_and_order() -> None:
     raw = (b'{"log-driver": "json-file", "log-opts": {"max-size": "10m"},'
            b' "runtimes": {"custom": {"path": "/usr/bin/runc"}}, "debug": true}')
     config = dj.parse(raw)
-    merged = dj.with_nvidia_runtime(config)
+    merged = dj.with_nvidia_runtime(config, "/usr/bin/nvidia-container-runtime")
     assert list(merged) == ["log-driver", "log-opts", "runtimes", "debug"]
     assert merged["runtimes"] == {
         "custom": {"path": "/usr/bin/runc"},
@@ -50,14 +50,20 @@ def test_entry_in_our_form_or_nvidia_ctk_form_is_already_there() -> None:
     ctk = {"runtimes": {"nvidia": {"args": [], "path": "nvidia-container-runtime"}}}
     for config in (ours, ctk):
         assert dj.has_nvidia_runtime(config)
-        assert dj.with_nvidia_runtime(config) is config
+        assert dj.with_nvidia_runtime(config, "/usr/bin/nvidia-container-runtime") is config
 
 
 def test_nvidia_entry_pointing_elsewhere_is_replaced() -> None:
     config = {"runtimes": {"nvidia": {"path": "/opt/other/runc"}}}
     assert not dj.has_nvidia_runtime(config)
-    assert dj.with_nvidia_runtime(config)["runtimes"]["nvidia"]["path"] == \
-        "/usr/bin/nvidia-container-runtime"
+    assert dj.with_nvidia_runtime(config, "/usr/bin/nvidia-container-runtime")[
+        "runtimes"]["nvidia"]["path"] == "/usr/bin/nvidia-container-runtime"
+
+
+def test_the_path_written_is_the_one_the_host_has() -> None:
+    merged = dj.with_nvidia_runtime({}, "/usr/local/bin/nvidia-container-runtime")
+    assert merged == {"runtimes": {"nvidia": {
+        "path": "/usr/local/bin/nvidia-container-runtime", "runtimeArgs": []}}}
 
 
 def test_data_root_replaces_legacy_graph_key() -> None:
@@ -68,6 +74,7 @@ def test_data_root_replaces_legacy_graph_key() -> None:
 
 
 def test_render_round_trips() -> None:
-    config = {"a": 1, "runtimes": {"nvidia": dj.NVIDIA_RUNTIME}}
+    config = {"a": 1, "runtimes": {"nvidia": {"path": "/usr/bin/nvidia-container-runtime",
+                                              "runtimeArgs": []}}}
     assert json.loads(dj.render(config)) == config
     assert dj.render(config).endswith(b"\n")

@@ -132,7 +132,8 @@ def test_missing_runtime_binary_fails_clearly_and_writes_nothing(host: TestHost)
     run = run_steps(host, ("nvidia-runtime",))
     assert run.status("nvidia-runtime") == "failed"
     assert run.message("nvidia-runtime").startswith(
-        "/usr/bin/nvidia-container-runtime not found: install the NVIDIA Container Toolkit")
+        "nvidia-container-runtime not found on the host's PATH: install the NVIDIA Container "
+        "Toolkit")
     assert host.read_file(DAEMON_JSON) is None
 
 

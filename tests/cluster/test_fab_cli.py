@@ -20,8 +20,11 @@ ECHO_GPUS = 'echo "cli gpus=$CUDA_VISIBLE_DEVICES name=$SLURM_JOB_NAME"'
 
 
 def fab(node: LoginNode, *args: str) -> subprocess.CompletedProcess[str]:
+    # -S: the node's key pinned in a known_hosts of the test's own (strict), so the
+    # box's ~/.ssh/known_hosts is never read or written.
     return subprocess.run(
-        [str(FAB), "-H", node.sshd.host_string, "-i", str(node.sshd.client_key), *args],
+        [str(FAB), "-S", str(node.sshd.ssh_config), "-H", node.sshd.host_string,
+         "-i", str(node.sshd.client_key), *args],
         cwd=PROJECT,
         capture_output=True,
         text=True,

@@ -7,12 +7,14 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from fabric import Config, Connection
+from paramiko import SSHConfig
 
 from bootstrap.options import BootstrapOptions
 from bootstrap.recap import HostReport
@@ -22,13 +24,22 @@ from tests.support.testhosts import STANDIN_IMAGE, TestHost
 REPO = Path(__file__).resolve().parents[2]
 FAB = str(Path(sys.executable).parent / "fab")
 
-__all__ = ["FAB", "REPO", "STANDIN_IMAGE", "Run", "connect", "fab", "http_get",
-           "recap_counts", "run_steps"]
+__all__ = ["FAB", "REPO", "STANDIN_IMAGE", "Run", "connect", "fab", "host_ssh_config",
+           "http_get", "recap_counts", "run_steps"]
+
+
+def host_ssh_config(host: TestHost) -> SSHConfig:
+    """ssh_config that checks the host's key against its own known_hosts file only
+    (strictly), so a test neither reads nor writes the box's ~/.ssh."""
+    return SSHConfig.from_text(
+        f"Host *\n  UserKnownHostsFile {host.known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
+        f"  StrictHostKeyChecking yes\n  HostKeyAlias {host.ip}\n")
 
 
 def connect(host: TestHost, *, user: str | None = None, key: Path | None = None,
             sudo_password: str | None = None, port: int = 22) -> Connection:
-    config = Config(overrides={"sudo": {"password": sudo_password}})
+    config = Config(overrides={"sudo": {"password": sudo_password}},
+                    ssh_config=host_ssh_config(host))
     return Connection(host.ip, user=user or host.user, port=port, config=config,
                       connect_kwargs={"key_filename": str(key or host.key_path),
                                       "look_for_keys": False, "allow_agent": False},
@@ -72,11 +83,14 @@ def fab(*args: str, env: dict[str, str] | None = None, timeout: float = 180,
         home: Path | None = None) -> subprocess.CompletedProcess[str]:
     """The real `fab` CLI from the repo root, as a user runs it."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("FABRIC_", "SSH_AUTH"))}
-    if home is not None:
-        full_env["HOME"] = str(home)  # no ~/.ssh/config or keys of the box leak in
-    full_env.update(env or {})
-    return subprocess.run([FAB, *args], cwd=REPO, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+    with tempfile.TemporaryDirectory(prefix="wb-fab-home-") as scratch:
+        # A HOME of the test's own, always: no ~/.ssh/config or keys of the box leak in,
+        # and the host keys fab records (accept-new) land in it, not in the box's
+        # ~/.ssh/known_hosts (test hosts reuse addresses with new keys).
+        full_env["HOME"] = str(home if home is not None else scratch)
+        full_env.update(env or {})
+        return subprocess.run([FAB, *args], cwd=REPO, env=full_env, capture_output=True,
+                              text=True, timeout=timeout)
 
 
 RECAP_LINE = re.compile(

@@ -126,6 +126,14 @@ class LoopbackSshd:
         )
         Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation dir sshd insists on
         log = self.root / "sshd.log"
+        # The client side: this server's key pinned for [127.0.0.1]:port, and an
+        # ssh_config (fab -S, or a Fabric Config) that checks against it strictly,
+        # so tests never read or write the box's ~/.ssh/known_hosts.
+        key_type, key_b64 = (self.root / "host_ed25519.pub").read_text().split()[:2]
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {key_type} {key_b64}\n")
+        self.ssh_config.write_text(f"Host *\n  UserKnownHostsFile {self.known_hosts}\n"
+                                   "  GlobalKnownHostsFile /dev/null\n"
+                                   "  StrictHostKeyChecking yes\n")
         subprocess.run([SSHD, "-t", "-f", str(config)], check=True)
         # -D keeps sshd in the foreground so we own its pid and can end it.
         self.process = subprocess.Popen(
@@ -145,6 +153,22 @@ class LoopbackSshd:
         if self.created_user:
             subprocess.run(["userdel", self.user], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
+
+    @property
+    def host_key_pub(self) -> Path:
+        return self.root / "host_ed25519.pub"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.root / "known_hosts"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.root / "ssh_config"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "sshd.log"
 
     @property
     def host_string(self) -> str:

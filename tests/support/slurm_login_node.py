@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fabric import Connection
+from fabric import Config, Connection
+from paramiko import SSHConfig
 
 from tests.support.loopback_sshd import LoopbackSshd
 from tests.support.real_parts import skip_or_fail
@@ -55,11 +56,15 @@ class LoginNode:
     home: Path
     busybox_image: Path
 
-    def connect(self) -> Connection:
+    def connect(self, ssh_config: Path | None = None) -> Connection:
+        """A connection that checks the node's host key against `ssh_config`'s
+        known_hosts (default: the node's own key, pinned, strictly)."""
+        config = Config(ssh_config=SSHConfig.from_path(str(ssh_config or self.sshd.ssh_config)))
         return Connection(
             host="127.0.0.1",
             port=self.sshd.port,
             user=self.sshd.user,
+            config=config,
             connect_kwargs={
                 "key_filename": str(self.sshd.client_key),
                 "allow_agent": False,

@@ -218,7 +218,13 @@ class SystemdHost:
         import paramiko
         from fabric import Config, Connection
 
-        kwargs.setdefault("config", Config(overrides={"run": {"in_stream": False}}))
+        # Its known_hosts through ssh_config, so the bootstrap's own host key
+        # check (bootstrap.remote) reads this file, never the box's ~/.ssh.
+        ssh_config = paramiko.SSHConfig.from_text(
+            f"Host *\n  UserKnownHostsFile {self.known_hosts_path}\n"
+            "  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n")
+        kwargs.setdefault("config", Config(overrides={"run": {"in_stream": False}},
+                                           ssh_config=ssh_config))
         conn = Connection(self.ip, user=user or self.user, connect_timeout=5,
                           connect_kwargs={"key_filename": str(self.key_path),
                                           "look_for_keys": False, "allow_agent": False},

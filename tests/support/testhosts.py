@@ -104,6 +104,35 @@ class TestHost:
     def ssh_target(self) -> str:
         return f"{self.user}@{self.ip}"
 
+    @property
+    def host_key_pub(self) -> Path:
+        """The public half of the host key sshd serves (made fresh for every host)."""
+        return self.dir / "ssh_host_ed25519_key.pub"
+
+    @property
+    def known_hosts(self) -> Path:
+        """A known_hosts file naming this host with its real key (plain, one line), for
+        tests that must not touch the box's ~/.ssh."""
+        return self.dir / "known_hosts"
+
+    def swap_host_key(self, *, log_level: str = "DEBUG1") -> tuple[Path, Path]:
+        """Turn this host into an impostor of itself: same address, same users and
+        files, another host key. Restarts sshd with a new key and a log of its own at
+        `log_level` (DEBUG1 logs every authentication request). Returns (the new
+        public key, the new log)."""
+        key = self.dir / "impostor_ed25519_key"
+        log = self.dir / "impostor-sshd.log"
+        if not key.exists():
+            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
+        config = (self.dir / "sshd_config").read_text().replace(
+            f"HostKey {self.dir}/ssh_host_ed25519_key", f"HostKey {key}")
+        (self.dir / "impostor_sshd_config").write_text(config + f"LogLevel {log_level}\n")
+        self.exec("pid=$(cat /run/sshd.pid); kill $pid; "
+                  "while kill -0 $pid 2>/dev/null; do sleep 0.05; done; "
+                  f"/usr/sbin/sshd -f {self.dir}/impostor_sshd_config -E {log}")
+        _wait_for(lambda: _port_open(self.ip, 22), what=f"{self.name} impostor sshd")
+        return key.with_name(key.name + ".pub"), log
+
     def exec(self, script: str, *, check: bool = True, input: bytes | None = None,
              timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
         """Run `sh -c script` as root inside the host's namespaces."""
@@ -486,6 +515,8 @@ def start_host(*, owner_pid: int | None = None, image: bool = True) -> TestHost:
     try:
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
               str(host_dir / "ssh_host_ed25519_key")])
+        key_type, key_b64 = (host_dir / "ssh_host_ed25519_key.pub").read_text().split()[:2]
+        (host_dir / "known_hosts").write_text(f"10.201.{index}.2 {key_type} {key_b64}\n")
         outside, inside = f"{name}o", f"{name}i"
         _run(["ip", "link", "del", outside], check=False)  # left by a host that died
         _run(["ip", "netns", "add", name])
