@@ -144,6 +144,7 @@ class AwsWorkstation(Workstation):
         instance = aws.ec2.Instance(
             f"{prefix}-vm",
             ami=image_id,
+            user_data=self._host_key_user_data(),
             instance_type=spec.profile.machine_type,
             subnet_id=subnet.id,
             vpc_security_group_ids=[group.id],

@@ -143,6 +143,9 @@ class AzureWorkstation(Workstation):
             os_profile={
                 "computer_name": prefix,
                 "admin_username": user,
+                # cloud-init installs the stack's host key (custom data is not served
+                # by IMDS, so a container cannot read it).
+                "custom_data": self._host_key_custom_data(),
                 "linux_configuration": {
                     "disable_password_authentication": True,
                     "ssh": {"public_keys": [{

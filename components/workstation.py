@@ -7,10 +7,13 @@ every cloud, so `pulumi stack output` reads alike on AWS, GCP and Azure.
 
 from __future__ import annotations
 
+import base64
+
 import pulumi
 import pulumi_random
+import pulumi_tls
 
-from components import access
+from components import access, cloud_init
 from components.spec import DATA_MOUNT, WorkstationSpec
 
 OUTPUT_NAMES = (
@@ -36,6 +39,8 @@ OUTPUT_NAMES = (
     "machine_image",
     "start_command",
     "stop_command",
+    "host_key",
+    "host_key_fingerprint",
 )
 JUPYTER_TOKEN_LENGTH = 48
 
@@ -52,6 +57,23 @@ class Workstation(pulumi.ComponentResource):
         super().__init__(f"gpu-workbench:{cloud_type}:Workstation", name, None, opts)
         self.spec = spec
         self.child = pulumi.ResourceOptions(parent=self)
+        self.host_key: pulumi_tls.PrivateKey | None = None
+
+    def _host_key_user_data(self) -> pulumi.Output[str]:
+        """The machine's SSH host key, made here and handed over through cloud-init, so
+        scripts/bootstrap pins it before the first connection (host_key output). The
+        private half stays a secret in the stack's state."""
+        self.host_key = pulumi_tls.PrivateKey(
+            f"{self.spec.name_prefix}-host-key", algorithm="ED25519", opts=self.child)
+        data = pulumi.Output.all(self.host_key.private_key_openssh,
+                                 self.host_key.public_key_openssh).apply(
+            lambda keys: cloud_init.user_data(keys[0], keys[1]))
+        return pulumi.Output.secret(data)
+
+    def _host_key_custom_data(self) -> pulumi.Output[str]:
+        """The same, base64-encoded, as Azure's osProfile.customData takes it."""
+        return self._host_key_user_data().apply(
+            lambda text: base64.b64encode(text.encode()).decode())
 
     def _publish(
         self,
@@ -107,6 +129,13 @@ class Workstation(pulumi.ComponentResource):
             "machine_image": machine_image,
             "start_command": start_command,
             "stop_command": stop_command,
+            # Known before the first connection where the stack made the key (AWS, Azure);
+            # GCP serves user data to containers, so there the bootstrap accepts the key
+            # on first use and prints its fingerprint.
+            "host_key": self.host_key.public_key_openssh.apply(lambda k: k.strip())
+            if self.host_key else "",
+            "host_key_fingerprint": self.host_key.public_key_fingerprint_sha256
+            if self.host_key else "",
         }
         assert tuple(values) == OUTPUT_NAMES, "every cloud exports the same outputs"
         self.outputs = {k: pulumi.Output.from_input(v) for k, v in values.items()}

@@ -160,6 +160,8 @@ def _mark_unknowns(value: Any) -> Any:
 
     if isinstance(value, Unknown) or value == rpc.UNKNOWN:
         return KNOWN_AFTER_UP
+    if rpc.is_rpc_secret(value):  # a secret input: its value, as the engine would see it
+        return _mark_unknowns(rpc.unwrap_rpc_secret(value))
     if isinstance(value, dict):
         return {k: _mark_unknowns(v) for k, v in value.items()}
     if isinstance(value, list):

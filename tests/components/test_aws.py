@@ -131,3 +131,14 @@ def test_jupyter_token_is_generated_once_and_secret(run_stack: RunStack) -> None
     token = run.one("random:index/randomPassword:RandomPassword").inputs
     assert (token["length"], token["special"]) == (48, False)
     assert run.outputs["jupyter_token"] == SECRET
+
+
+def test_the_host_key_is_the_stacks_and_reaches_the_machine_by_user_data(
+        run_stack: RunStack) -> None:
+    run = run_stack("aws")
+    key = run.one("tls:index/privateKey:PrivateKey")
+    assert key.inputs["algorithm"] == "ED25519"
+    # User data (cloud-init) is built from the key: its only source.
+    assert run.one(INSTANCE).source_of("userData") == [key.urn]
+    assert run.outputs["host_key"] == KNOWN_AFTER_UP  # generated at up, then pinned
+    assert run.outputs["host_key_fingerprint"] == KNOWN_AFTER_UP

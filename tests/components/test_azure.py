@@ -110,3 +110,18 @@ def test_start_and_stop_commands_deallocate(run_stack: RunStack) -> None:
     outputs = run_stack("azure").outputs
     assert outputs["start_command"] == KNOWN_AFTER_UP
     assert outputs["stop_command"] == KNOWN_AFTER_UP
+
+
+def test_the_host_key_reaches_the_vm_as_custom_data(run_stack: RunStack) -> None:
+    run = run_stack("azure")
+    key = run.one("tls:index/privateKey:PrivateKey")
+    assert run.one(VM).source_of("osProfile") == [key.urn]
+    assert run.outputs["host_key"] == KNOWN_AFTER_UP
+
+
+def test_gcp_hands_no_private_key_to_the_metadata_server(run_stack: RunStack) -> None:
+    """GCP serves user data to every process on the VM, containers included."""
+    run = run_stack("gcp")
+    assert not run.of_type("tls:index/privateKey:PrivateKey")
+    assert "user-data" not in run.one("gcp:compute/instance:Instance").inputs["metadata"]
+    assert run.outputs["host_key"] == ""
