@@ -10,7 +10,6 @@ password when one was given (`--prompt-for-sudo-password`).
 from __future__ import annotations
 
 import io
-import shlex
 import socket
 import time
 from collections.abc import Callable
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 import paramiko
 from fabric import Connection
 from invoke.exceptions import CommandTimedOut
+
+from bootstrap.shell import Sh, sh
 
 # Sections in a script's output start with a line "@@name" (see parse_sections).
 SECTION_MARK = "@@"
@@ -119,27 +120,34 @@ class Remote:
         hint = f" with key {keys}" if keys else " (no key given: pass -i PATH)"
         return f"SSH authentication failed for {self.label}{hint}: {exc}"
 
-    def run(self, script: str, *, as_root: bool = True, timeout: float | None = None
+    def run(self, script: Sh, *, as_root: bool = True, timeout: float | None = None
             ) -> CommandResult:
-        """Run a POSIX sh script on the host in one round trip."""
+        """Run a POSIX sh script on the host in one round trip.
+
+        Only an Sh (bootstrap.shell) goes to a host: its values were quoted when
+        it was built. A str is refused, so an f-string cannot reach a shell.
+        """
+        if not isinstance(script, Sh):
+            raise TypeError(f"Remote.run takes an Sh built with bootstrap.shell.sh(), not "
+                            f"{type(script).__name__}")
         # A script, once sent, runs to its end even if we go away (Ctrl-C, lost
         # link): ignoring SIGPIPE/SIGHUP keeps a step from stopping between
         # "dockerd stopped" and "dockerd started" because its output has nowhere
         # to go. A rerun then finds the step done, not half done.
-        command = "sh -c " + shlex.quote("trap '' PIPE HUP\n" + script)
+        command = sh("sh -c {script}", script="trap '' PIPE HUP\n" + script.text)
         in_stream: io.StringIO | bool = False
         if as_root and not self.as_root_directly:
             if self.sudo_password is not None:
                 # -S reads the password from stdin; -p '' keeps the prompt out of stderr.
-                command = "sudo -S -p '' -- " + command
+                command = sh("sudo -S -p '' -- {command}", command=command)
                 in_stream = io.StringIO(self.sudo_password + "\n")
             else:
                 # -n: fail at once instead of waiting for a password nobody will type.
-                command = "sudo -n -- " + command
+                command = sh("sudo -n -- {command}", command=command)
         self.commands_sent += 1
         try:
-            result = self.connection.run(command, hide=True, warn=True, in_stream=in_stream,
-                                         timeout=timeout)
+            result = self.connection.run(command.text, hide=True, warn=True,
+                                         in_stream=in_stream, timeout=timeout)
         except CommandTimedOut as exc:
             raise HostError(f"remote command timed out after {timeout}s on {self.label}") from exc
         except (OSError, EOFError, paramiko.SSHException) as exc:

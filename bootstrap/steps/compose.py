@@ -11,16 +11,18 @@ release, checked against its published sha256.
 from __future__ import annotations
 
 from bootstrap.facts import Fact, path_or_none
+from bootstrap.shell import Sh, sh
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok
 
 COMPOSE_RELEASE = "v2.29.7"
 APT_PACKAGES = ("docker-compose-plugin", "docker-compose-v2")
 
-INSTALL = r"""
+# After the line that sets $wb_packages (APT_PACKAGES) and $wb_release (COMPOSE_RELEASE).
+INSTALL = Sh(r"""
 method=
 if command -v apt-get >/dev/null 2>&1; then
   wb_pick() {
-    for p in @PACKAGES@; do
+    for p in $wb_packages; do
       c=$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/ {print $2}')
       if [ -n "$c" ] && [ "$c" != "(none)" ]; then echo "$p"; return 0; fi
     done
@@ -38,7 +40,7 @@ if command -v apt-get >/dev/null 2>&1; then
 fi
 if [ -z "$method" ]; then
   dir=/usr/local/lib/docker/cli-plugins
-  url=https://github.com/docker/compose/releases/download/@RELEASE@/docker-compose-linux-$(uname -m)
+  url=https://github.com/docker/compose/releases/download/$wb_release/docker-compose-linux-$(uname -m)
   mkdir -p "$dir"; tmp=$(mktemp "$dir/.docker-compose.XXXXXX"); trap 'rm -f "$tmp" "$tmp.sha"' EXIT
   fetch() { curl -fsSL --retry 3 -o "$1" "$2" 2>/dev/null || wget -q -O "$1" "$2"; }
   fetch "$tmp" "$url" && fetch "$tmp.sha" "$url.sha256" || {
@@ -50,7 +52,7 @@ if [ -z "$method" ]; then
 fi
 if ! v=$(docker compose version 2>&1); then echo "ERROR: docker compose still fails: $v"; exit 1; fi
 echo "@@installed"; echo "$v via $method"
-"""
+""")
 
 
 def _parse_compose(text: str) -> str | None:
@@ -61,11 +63,11 @@ def _parse_compose(text: str) -> str | None:
 
 COMPOSE_VERSION: Fact[str | None] = Fact(
     "compose",
-    lambda _: 'if wb_c=$(docker compose version 2>&1); then echo "$wb_c" | head -n 1; echo rc=0; '
-              "else echo rc=1; fi",
+    lambda _: Sh('if wb_c=$(docker compose version 2>&1); then echo "$wb_c" | head -n 1; '
+                 "echo rc=0; else echo rc=1; fi"),
     _parse_compose)
 HAS_APT: Fact[bool] = Fact(
-    "apt", lambda _: "command -v apt-get || echo absent",
+    "apt", lambda _: Sh("command -v apt-get || echo absent"),
     lambda text: path_or_none(text) is not None)
 
 
@@ -76,8 +78,8 @@ def run(ctx: HostContext) -> StepOutcome:
     if ctx.options.check:
         via = "apt" if ctx.fact(HAS_APT) else f"GitHub release {COMPOSE_RELEASE}"
         return ctx.would(f"install the docker compose plugin (via {via})")
-    script = INSTALL.replace("@PACKAGES@", " ".join(APT_PACKAGES)).replace(
-        "@RELEASE@", COMPOSE_RELEASE)
+    script = sh("wb_packages={packages}; wb_release={release}",
+                packages=" ".join(APT_PACKAGES), release=COMPOSE_RELEASE) + INSTALL
     result = ctx.remote.run(script, timeout=900)
     if not result.ok:
         raise StepFailed(result.error_line())

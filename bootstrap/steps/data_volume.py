@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import shlex
 import uuid as uuidlib
 from dataclasses import dataclass
 
 from bootstrap.facts import LOGIN, Fact
 from bootstrap.options import BootstrapOptions
-from bootstrap.shell import atomic_write
+from bootstrap.shell import LINES, Sh, atomic_write, sh, words
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok, skipped
 
 FS_LABEL = "workbench-data"
@@ -32,22 +31,22 @@ CLOUD_DEVICES = (
 )
 
 
-def facts_snippet(device: str | None, mount: str, wait_seconds: int) -> str:
+def facts_snippet(device: str | None, mount: str, wait_seconds: int) -> Sh:
     """Shell that prints what the step needs to know about the disk and the mount point."""
-    candidates = " ".join(shlex.quote(d) for d in ([device] if device else CLOUD_DEVICES))
-    aws_nvme = "" if device else (
+    candidates = words([device] if device else CLOUD_DEVICES)
+    aws_nvme = Sh("") if device else Sh(
         # EBS data volumes on Nitro: by-id names with the volume ID, not the root disk.
         'for d in /dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol*; do '
         '[ -e "$d" ] || continue; case "$d" in *-part*) continue;; esac; '
         'r=$(readlink -f "$d"); [ "$r" = "$root_disk" ] && continue; echo "$d"; done; ')
-    return rf"""
+    return sh(r"""
 root_src=$(findmnt -n -o SOURCE / 2>/dev/null)
 root_disk=/dev/$(lsblk -n -o PKNAME "$root_src" 2>/dev/null | head -n 1)
 wb_find() {{ for d in {candidates}; do [ -e "$d" ] && echo "$d"; done; {aws_nvme}}}
-wb_n={int(wait_seconds) * 5}
+wb_n={polls}
 dev=$(wb_find | head -n 1)
 # An attachment can land a little after boot: wait (bounded) when one is expected.
-while [ -z "$dev" ] && [ "$wb_n" -gt 0 ] && [ -n {shlex.quote(device or "")} ]; do
+while [ -z "$dev" ] && [ "$wb_n" -gt 0 ] && [ -n {device} ]; do
   sleep 0.2; wb_n=$((wb_n - 1)); dev=$(wb_find | head -n 1)
 done
 echo "device=$dev"
@@ -59,10 +58,11 @@ if [ -n "$dev" ]; then
   blkid -p -o export "$real" 2>/dev/null | sed 's/^/probe_/'
   echo "signatures=$(wipefs -n "$real" 2>/dev/null | tail -n +2 | wc -l)"
 fi
-echo "mounted=$(findmnt -n -o SOURCE --mountpoint {shlex.quote(mount)} 2>/dev/null)"
-echo "workspace_owner=$(stat -c %U {shlex.quote(mount + '/workspace')} 2>/dev/null)"
+echo "mounted=$(findmnt -n -o SOURCE --mountpoint {mount} 2>/dev/null)"
+echo "workspace_owner=$(stat -c %U {workspace} 2>/dev/null)"
 echo "fstab_b64=$(base64 -w0 /etc/fstab 2>/dev/null)"
-"""
+""", candidates=candidates, aws_nvme=aws_nvme, polls=int(wait_seconds) * 5, device=device or "",
+              mount=mount, workspace=mount + "/workspace")
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def fstab_with_mount(fstab: bytes | None, uuid: str, mount: str) -> bytes:
     return ("\n".join([*kept, line]) + "\n").encode()
 
 
-def _facts_command(o: BootstrapOptions) -> str:
+def _facts_command(o: BootstrapOptions) -> Sh:
     device = o.data_device if o.data_device != "none" else None
     return facts_snippet(device, o.data_mount, int(o.wait_timeout))
 
@@ -146,19 +146,20 @@ def run(ctx: HostContext) -> StepOutcome:
     user, group = login.user, login.group
     workspace = f"{mount}/workspace"
     actions: list[tuple[str, str]] = []  # (done, to do): for the report and --check
-    script: list[str] = []
+    script: list[Sh] = []
     uuid = f.fs_uuid
     if f.blank:
         actions.append((f"formatted blank {f.device} as ext4",
                         f"format blank {f.device} as ext4"))
         # The UUID is chosen here so the fstab line can be written in the same trip.
         uuid = str(uuidlib.uuid4())
-        script.append(
+        script.append(sh(
             # Probe again right before mkfs: never format what gained a filesystem.
-            f"if blkid -p {shlex.quote(f.real or '')} >/dev/null 2>&1; then "
+            "if blkid -p {real} >/dev/null 2>&1; then "
             "echo 'ERROR: the disk is no longer blank; not formatted'; exit 5; fi; "
-            f"mkfs.ext4 -q -F -m 0 -L {FS_LABEL} -U {uuid} {shlex.quote(f.real or '')} "
-            "|| { echo 'ERROR: mkfs.ext4 failed'; exit 1; }")
+            "mkfs.ext4 -q -F -m 0 -L {label} -U {uuid} {real} "
+            "|| {{ echo 'ERROR: mkfs.ext4 failed'; exit 1; }}",
+            real=f.real or "", label=FS_LABEL, uuid=uuid))
     elif f.fs_type != "ext4" and not f.mounted_from:
         raise StepFailed(f"{f.device} holds {f.fs_type}, not ext4; not formatting a disk that "
                          "has data (format it yourself, or mount it and rerun)")
@@ -169,22 +170,22 @@ def run(ctx: HostContext) -> StepOutcome:
                         f"set /etc/fstab: {mount} by UUID, nofail"))
         expected = None if f.fstab is None else hashlib.sha256(f.fstab).hexdigest()
         script.append(atomic_write("/etc/fstab", want_fstab, expected_sha256=expected)
-                      + " || exit $?")
+                      + Sh(" || exit $?"))
     if not f.mounted_from:
         actions.append((f"mounted at {mount}", f"mount at {mount}"))
-        script.append(f"mkdir -p {shlex.quote(mount)} && mount {shlex.quote(mount)} "
-                      "|| { echo 'ERROR: mount failed'; exit 1; }")
+        script.append(sh("mkdir -p {mount} && mount {mount} "
+                         "|| {{ echo 'ERROR: mount failed'; exit 1; }}", mount=mount))
     if f.blank or f.workspace_owner != user:
         # The Clara workspace lives on the volume and belongs to the login user.
         actions.append((f"made workspace {workspace} for {user}",
                         f"make workspace {workspace} for {user}"))
-        ws = shlex.quote(workspace)
-        script.append(f"mkdir -p {ws} && chown {shlex.quote(user)}:{shlex.quote(group)} {ws}")
+        script.append(sh("mkdir -p {ws} && chown {user}:{group} {ws}",
+                         ws=workspace, user=user, group=group))
     if not actions:
         return ok(f"{f.device} ({f.fs_type}) mounted at {mount}; nothing formatted")
     if ctx.options.check:
         return ctx.would("; ".join(todo for _, todo in actions))
-    result = ctx.remote.run("set -e\n" + "\n".join(script))
+    result = ctx.remote.run(LINES.join([Sh("set -e"), *script]))
     if not result.ok:
         raise StepFailed(result.error_line())
     return changed("; ".join(done for done, _ in actions))
