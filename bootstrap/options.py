@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bootstrap.container_spec import DEFAULT_IMAGE, DEFAULT_NAME, DEFAULT_WORKSPACE
-from components.images import ImagePreset, find_preset
+from components.images import PRESETS, ImagePreset, find_preset
+from components.spec import is_image_reference
 
 CLOUDS = ("aws", "gcp", "azure")
 # The environment variable that carries a Jupyter token to `fab` (scripts/bootstrap
@@ -48,6 +49,11 @@ class BootstrapOptions:
                              "letters and digits")
         if not self.image.strip():
             raise ValueError("--image must name a preset or an image")
+        if find_preset(self.image) is None and not is_image_reference(self.image):
+            # The rule the stack applies to containerImage (components/spec.py).
+            raise ValueError(
+                "--image must be a preset (" + ", ".join(p.name for p in PRESETS) + ") or an "
+                f"image reference (e.g. nvcr.io/nvidia/pytorch:25.01-py3), not {self.image!r}")
         if not 0 <= self.autostop_minutes <= 7 * 24 * 60:
             raise ValueError(f"--autostop-minutes must be 0 (off) to 10080, not "
                              f"{self.autostop_minutes}")

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from cluster.job_error import JobError
-from cluster.registry import cached_image_name, is_registry_reference
+from cluster.registry import cached_image_name, check_registry_reference, is_registry_reference
 
 RUNTIMES = ("apptainer", "singularity", "charliecloud")
 # The executable each runtime needs on the login node and the compute nodes.
@@ -311,7 +311,9 @@ def validate(spec: JobSpec) -> JobSpec:
             _check_path(option.replace("_", "-"), getattr(spec, option))
     if spec.requirements:
         _check_path("requirements", spec.requirements)
-    if not is_registry_reference(spec.image):
+    if is_registry_reference(spec.image):
+        check_registry_reference("--image", spec.image)
+    else:
         _check_path("image", spec.image)
     for bind in spec.binds:
         source, _, target = bind.partition(":")

@@ -43,6 +43,7 @@ from cluster.login_node import (
     fail,
 )
 from cluster.registry import (
+    check_registry_reference,
     is_registry_reference,
     registry_credentials,
 )
@@ -92,6 +93,7 @@ def pull_image(c: Context, image: str, runtime: str, cache_dir: str) -> str:
     if not is_registry_reference(image):
         raise fail("pull", f"--image: '{image}' is not a registry reference (repo/name:tag)", 2)
     try:
+        check_registry_reference("--image", image)
         credentials = registry_credentials(runtime, image, os.environ)
     except JobError as error:
         raise fail("pull", str(error), EXIT_BAD_INPUT) from None
