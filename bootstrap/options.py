@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from bootstrap.container_spec import DEFAULT_IMAGE, DEFAULT_NAME, DEFAULT_WORKSPACE
@@ -12,6 +13,10 @@ CLOUDS = ("aws", "gcp", "azure")
 # The environment variable that carries a Jupyter token to `fab` (scripts/bootstrap
 # sets it from the stack's jupyter_token secret): never on a command line.
 JUPYTER_TOKEN_ENV = "WORKBENCH_JUPYTER_TOKEN"
+# Docker's own rule for a container name (what `docker run --name` accepts).
+CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+# Never part of a path a user means; they would split lines of what reads it back.
+CONTROL = ("\n", "\r", "\0")
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,13 @@ class BootstrapOptions:
         if not self.workspace.startswith(("/", "~/")) and self.workspace != "~":
             raise ValueError(
                 f"--workspace must be absolute or start with ~/, not {self.workspace!r}")
+        if ":" in self.workspace or any(c in self.workspace for c in CONTROL):
+            raise ValueError("--workspace is mounted with `docker run -v HOST:/workspace`, which "
+                             "reads ':' as a separator; it may not hold ':', a newline or NUL, "
+                             f"not {self.workspace!r}")
         if self.jupyter_token is not None and (
-                len(self.jupyter_token) < 16 or not self.jupyter_token.isalnum()):
+                len(self.jupyter_token) < 16 or not self.jupyter_token.isascii()
+                or not self.jupyter_token.isalnum()):
             raise ValueError(f"the Jupyter token ({JUPYTER_TOKEN_ENV}) must be at least 16 "
                              "letters and digits")
         if not self.image.strip():
@@ -54,13 +64,22 @@ class BootstrapOptions:
             raise ValueError(
                 "--image must be a preset (" + ", ".join(p.name for p in PRESETS) + ") or an "
                 f"image reference (e.g. nvcr.io/nvidia/pytorch:25.01-py3), not {self.image!r}")
+        if not CONTAINER_NAME.fullmatch(self.container_name):
+            raise ValueError("--name must be a Docker container name (a letter or digit, then "
+                             f"letters, digits, _ . or -), not {self.container_name!r}")
         if not 0 <= self.autostop_minutes <= 7 * 24 * 60:
             raise ValueError(f"--autostop-minutes must be 0 (off) to 10080, not "
                              f"{self.autostop_minutes}")
         if not self.data_mount.startswith("/") or self.data_mount == "/":
             raise ValueError(f"--data-mount must be an absolute directory, not "
                              f"{self.data_mount!r}")
-        if self.data_device not in (None, "none") and not self.data_device.startswith("/dev/"):
+        if re.search(r"[\s\\\0]", self.data_mount):
+            raise ValueError("--data-mount goes into /etc/fstab, where white space ends a field "
+                             "and a backslash starts an escape; use a path without them, not "
+                             f"{self.data_mount!r}")
+        if self.data_device not in (None, "none") and (
+                not self.data_device.startswith("/dev/")
+                or any(c in self.data_device for c in CONTROL)):
             raise ValueError(f"--data-device must be a /dev path or 'none', not "
                              f"{self.data_device!r}")
 
@@ -83,6 +102,12 @@ def requirement_lines(pip: list[str] | tuple[str, ...], requirements_file: str |
     Lines that point at other files (-r, -c) are refused: only this file is uploaded.
     """
     lines = [p.strip() for p in pip if p.strip()]
+    for spec in lines:
+        if any(c in spec for c in CONTROL):
+            # One --pip is one requirement line: a newline would smuggle in a second
+            # line (a pip option such as --index-url) that nobody typed as such.
+            raise ValueError(f"--pip {spec!r}: one requirement per --pip, without a newline "
+                             "or NUL")
     if requirements_file:
         try:
             text = open(requirements_file, encoding="utf-8").read()  # noqa: SIM115
