@@ -238,7 +238,8 @@ def array_task_ids(value: str) -> list[int]:
 _SLURM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _PARTITIONS = re.compile(r"[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*")
 _MEMORY = re.compile(r"\d+[KMGT]?", re.IGNORECASE)
-_MODULE = re.compile(r"[A-Za-z0-9._+/-]+")
+# Not starting with "-": `module load -x` would read an option.
+_MODULE = re.compile(r"[A-Za-z0-9._+/][A-Za-z0-9._+/-]*")
 # #SBATCH lines are parsed by sbatch, not by a shell, so values there cannot be
 # quoted; paths that go there must not need it.
 _SBATCH_PATH = re.compile(r"[A-Za-z0-9._+/%~=@,:-]+")
