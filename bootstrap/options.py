@@ -55,7 +55,7 @@ class BootstrapOptions:
         if self.jupyter_token is not None and (
                 len(self.jupyter_token) < 16 or not self.jupyter_token.isascii()
                 or not self.jupyter_token.isalnum()):
-            raise ValueError(f"the Jupyter token ({JUPYTER_TOKEN_ENV}) must be at least 16 "
+            raise ValueError(f"--jupyter-token (or {JUPYTER_TOKEN_ENV}) must be at least 16 "
                              "letters and digits")
         if not self.image.strip():
             raise ValueError("--image must name a preset or an image")
