@@ -9,7 +9,7 @@ Shell text that reaches a host is an `Sh`, never a `str`:
 
 `sh` quotes every str, int and Path value (shlex.quote); only an `Sh` goes in
 as it is. A template is Python format syntax (`{name}`; `{{`/`}}` for braces)
-and must be a string literal: tests/test_shell_guard.py holds the code to
+and must be a string literal: tests/test_quoting_guard.py holds the code to
 that, and `Remote.run` and the login node's runner accept only an `Sh`. A
 quoted value is a shell word only where sh reads words: `sh` refuses one
 placed inside "double quotes", 'single quotes', `backticks`, a comment or a
@@ -323,11 +323,15 @@ def replace_container(image: str, name: str, run_command: Sh) -> list[Sh]:
 
 # --- where a quoted value is a word ------------------------------------------------------
 
-def _refuse(text: str, at: int, where: str) -> NoReturn:
+def _refuse(text: str, at: int, why: str) -> NoReturn:
     line = text[:at].count("\n") + 1
     context = text[max(0, at - 40):at].rsplit("\n", 1)[-1]
-    raise ValueError(f"sh(): a value inside {where} (line {line}, after {context!r}) would not "
-                     "be quoted there; make it a word of its own or assign it to a variable")
+    raise ValueError(f"sh(): {why} (line {line}, after {context!r})")
+
+
+def _not_quoted(where: str) -> str:
+    return (f"a value inside {where} would not be quoted there; make it a word of its own "
+            "or assign it to a variable")
 
 
 def _check_contexts(text: str, spans: tuple[_Span, ...]) -> None:
@@ -353,14 +357,14 @@ def _check_contexts(text: str, spans: tuple[_Span, ...]) -> None:
         if i in starts and starts[i] == "comment":
             # Its "#" must have started a comment: the text is then inert to the newline.
             if kind != "comment" or text[i - 1] != "#":
-                _refuse(text, i, "a word: a comment line must start where a word can")
+                _refuse(text, i, "a comment line must start where a word can")
         elif i in starts:
             if escaped:
-                _refuse(text, i, "a backslash escape")
+                _refuse(text, i, _not_quoted("a backslash escape"))
             if kind == "arith" and starts[i] != "int":
-                _refuse(text, i, "$((...)) (only an int goes there)")
+                _refuse(text, i, _not_quoted("$((...)) (only an int goes there)"))
             if kind in _NOT_WORDS:
-                _refuse(text, i, _NOT_WORDS[kind])
+                _refuse(text, i, _not_quoted(_NOT_WORDS[kind]))
         c = text[i]
         step = 1
         if escaped:
