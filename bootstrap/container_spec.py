@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bootstrap.shell import SPACE, Sh, sh, words
 from components.images import ImagePreset
 
 DEFAULT_IMAGE = "nvcr.io/nvidia/clara-train-sdk:v4.1"
@@ -81,24 +81,25 @@ class ContainerSpec:
             fields.update(jupyter_host_port=JUPYTER_HOST_PORT, aiaa_host_port=AIAA_PORT)
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
-    def run_command(self, env_file: str, token_sha: str) -> str:
-        """`docker run` as a shell string; env_file and token_sha may be shell expressions."""
-        q = shlex.quote
-        parts = [
-            "docker run -d", f"--name {q(self.name)}", f"--runtime {q(self.runtime)}",
-            f"--restart {q(self.restart)}", f"--shm-size {q(self.shm_size)}",
-            *(f"-p {h}:{c}" for c, h, _ in self.ports),
-            f"-v {q(self.workspace)}:/workspace",
-            f'--env-file "{env_file}"',
-            *(f"-e {q(f'{k}={v}')}" for k, v in self.env),
+    def run_command(self, env_file: str | Sh, token_sha: str | Sh) -> Sh:
+        """`docker run` as shell text; env_file and token_sha are paths and values, or
+        shell expressions (an Sh such as Sh('"$token_sha"'))."""
+        return SPACE.join([
+            Sh("docker run -d"), sh("--name {name}", name=self.name),
+            sh("--runtime {runtime}", runtime=self.runtime),
+            sh("--restart {restart}", restart=self.restart),
+            sh("--shm-size {shm_size}", shm_size=self.shm_size),
+            *(sh("-p {h}:{c}", h=h, c=c) for c, h, _ in self.ports),
+            sh("-v {workspace}:/workspace", workspace=self.workspace),
+            sh("--env-file {env_file}", env_file=env_file),
+            *(sh("-e {setting}", setting=f"{k}={v}") for k, v in self.env),
             # The nvidia runtime hands over the GPUs this names; NGC images set
             # it, other images may not.
-            "-e NVIDIA_VISIBLE_DEVICES=all",
-            f"--label {LABEL_CONFIG}={self.config_hash()}",
-            f'--label {LABEL_TOKEN}="{token_sha}"',
-            q(self.image), " ".join(q(c) for c in self.command),
-        ]
-        return " ".join(parts)
+            Sh("-e NVIDIA_VISIBLE_DEVICES=all"),
+            sh("--label {label}={value}", label=LABEL_CONFIG, value=self.config_hash()),
+            sh("--label {label}={value}", label=LABEL_TOKEN, value=token_sha),
+            sh("{image}", image=self.image), words(self.command),
+        ])
 
 
 def spec_for_image(name: str, image: str, preset: ImagePreset | None, workspace: str,

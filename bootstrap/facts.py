@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from bootstrap.options import BootstrapOptions
 from bootstrap.remote import SECTION_MARK, parse_sections
+from bootstrap.shell import LINES, Sh, sh
 
 T = TypeVar("T")
 
@@ -33,7 +34,7 @@ class Fact(Generic[T]):
     """One thing about a host: `command(options)` prints it, `parse(text)` reads it."""
 
     name: str
-    command: Callable[[BootstrapOptions], str]
+    command: Callable[[BootstrapOptions], Sh]
     parse: Callable[[str], T]
     # Facts whose shell variables this command reads; gathered first.
     needs: tuple[Fact[Any], ...] = ()
@@ -62,16 +63,17 @@ def with_needs(facts: Iterable[Fact[Any]]) -> list[Fact[Any]]:
     return ordered
 
 
-def facts_command(facts: Iterable[Fact[Any]], options: BootstrapOptions) -> str:
+def facts_command(facts: Iterable[Fact[Any]], options: BootstrapOptions) -> Sh:
     """One sh script that prints every fact (and what they need) in "@@name" sections."""
-    parts = ["export LC_ALL=C", "wb_start=$(date +%s)"]
+    parts = [Sh("export LC_ALL=C"), Sh("wb_start=$(date +%s)")]
+    assert SECTION_MARK == "@@"  # the printf format below spells it out
     for fact in with_needs(facts):
-        parts.append(f"printf '\\n{SECTION_MARK}%s\\n' {fact.name}")
-        parts.append(fact.command(options).strip("\n"))
+        parts.append(sh("printf '\\n@@%s\\n' {name}", name=fact.name))
+        parts.append(fact.command(options).strip_newlines())
     # A fact reports a failed probe in its own output ("absent", "rc=1"): the
     # last probe's exit status says nothing about the command as a whole.
-    parts.append("exit 0")
-    return "\n".join(parts) + "\n"
+    parts.append(Sh("exit 0"))
+    return LINES.join(parts) + LINES
 
 
 class FactsIncomplete(ValueError):
@@ -139,8 +141,8 @@ def _parse_login(text: str) -> Login:
 LOGIN: Fact[Login] = Fact(
     "login",
     # Sets $user and $home for the facts that need them.
-    lambda _: 'user=${SUDO_USER:-$(id -un)}\nhome=$(getent passwd "$user" | cut -d: -f6)\n'
-              'echo "$user"; echo "$home"; id -gn "$user"',
+    lambda _: Sh('user=${SUDO_USER:-$(id -un)}\nhome=$(getent passwd "$user" | cut -d: -f6)\n'
+                 'echo "$user"; echo "$home"; id -gn "$user"'),
     _parse_login,
 )
 
@@ -167,15 +169,15 @@ def _parse_docker_info(text: str) -> DockerInfo | None:
 
 DOCKER_INFO: Fact[DockerInfo | None] = Fact(
     "docker_info",
-    lambda _: "if wb_info=$(timeout 30 docker info --format '{{json .}}' 2>/dev/null); "
-              'then echo "$wb_info"; else echo down; fi',
+    lambda _: Sh("if wb_info=$(timeout 30 docker info --format '{{json .}}' 2>/dev/null); "
+                 'then echo "$wb_info"; else echo down; fi'),
     _parse_docker_info,
 )
 
 DAEMON_JSON: Fact[bytes | None] = Fact(
     "daemon_json",
-    lambda _: "if [ -e /etc/docker/daemon.json ]; then base64 -w0 /etc/docker/daemon.json; echo; "
-              "else echo absent; fi",
+    lambda _: Sh("if [ -e /etc/docker/daemon.json ]; then base64 -w0 /etc/docker/daemon.json; "
+                 "echo; else echo absent; fi"),
     b64_or_none,
 )
 
@@ -196,7 +198,7 @@ def _parse_cloud_hints(text: str) -> CloudHints:
 
 CLOUD_HINTS: Fact[CloudHints] = Fact(
     "cloud_hints",
-    lambda _: 'echo "sys_vendor=$(cat /sys/class/dmi/id/sys_vendor 2>/dev/null)"\n'
-              'if [ -d /var/lib/waagent ]; then echo waagent=yes; else echo waagent=no; fi',
+    lambda _: Sh('echo "sys_vendor=$(cat /sys/class/dmi/id/sys_vendor 2>/dev/null)"\n'
+                 'if [ -d /var/lib/waagent ]; then echo waagent=yes; else echo waagent=no; fi'),
     _parse_cloud_hints,
 )

@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass, field
 
 from bootstrap.container_spec import DEFAULT_IMAGE, DEFAULT_NAME, DEFAULT_WORKSPACE
-from components.images import ImagePreset, find_preset
-from components.spec import VOLUME_ID_EXAMPLES, VOLUME_ID_PATTERNS
+from components.images import PRESETS, ImagePreset, find_preset
+from components.spec import VOLUME_ID_EXAMPLES, VOLUME_ID_PATTERNS, is_image_reference
 
 CLOUDS = ("aws", "gcp", "azure")
 # The environment variable that carries a Jupyter token to `fab` (scripts/bootstrap
@@ -31,6 +31,12 @@ def volume_cloud(volume_id: str) -> str | None:
     """The cloud whose disk ID format `volume_id` has (components/spec.py), or None."""
     return next((cloud for cloud, pattern in VOLUME_ID_PATTERNS.items()
                  if re.match(pattern, volume_id)), None)
+
+
+# Docker's own rule for a container name (what `docker run --name` accepts).
+CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+# Never part of a path a user means; they would split lines of what reads it back.
+CONTROL = ("\n", "\r", "\0")
 
 
 @dataclass(frozen=True)
@@ -67,19 +73,34 @@ class BootstrapOptions:
         if not self.workspace.startswith(("/", "~/")) and self.workspace != "~":
             raise ValueError(
                 f"--workspace must be absolute or start with ~/, not {self.workspace!r}")
+        if ":" in self.workspace or any(c in self.workspace for c in CONTROL):
+            raise ValueError("--workspace is mounted with `docker run -v HOST:/workspace`, which "
+                             "reads ':' as a separator; it may not hold ':', a newline or NUL, "
+                             f"not {self.workspace!r}")
         if self.jupyter_token is not None and (
-                len(self.jupyter_token) < 16 or not self.jupyter_token.isalnum()):
-            raise ValueError(f"the Jupyter token ({JUPYTER_TOKEN_ENV}) must be at least 16 "
+                len(self.jupyter_token) < 16 or not self.jupyter_token.isascii()
+                or not self.jupyter_token.isalnum()):
+            raise ValueError(f"--jupyter-token (or {JUPYTER_TOKEN_ENV}) must be at least 16 "
                              "letters and digits")
         if not self.image.strip():
             raise ValueError("--image must name a preset or an image")
+        if find_preset(self.image) is None and not is_image_reference(self.image):
+            # The rule the stack applies to containerImage (components/spec.py).
+            raise ValueError(
+                "--image must be a preset (" + ", ".join(p.name for p in PRESETS) + ") or an "
+                f"image reference (e.g. nvcr.io/nvidia/pytorch:25.01-py3), not {self.image!r}")
+        if not CONTAINER_NAME.fullmatch(self.container_name):
+            raise ValueError("--name must be a Docker container name (a letter or digit, then "
+                             f"letters, digits, _ . or -), not {self.container_name!r}")
         if not 0 <= self.autostop_minutes <= 7 * 24 * 60:
             raise ValueError(f"--autostop-minutes must be 0 (off) to 10080, not "
                              f"{self.autostop_minutes}")
         if not self.data_mount.startswith("/") or self.data_mount == "/":
             raise ValueError(f"--data-mount must be an absolute directory, not "
                              f"{self.data_mount!r}")
-        if self.data_device not in (None, "none") and not self.data_device.startswith("/dev/"):
+        if self.data_device not in (None, "none") and (
+                not self.data_device.startswith("/dev/")
+                or any(c in self.data_device for c in CONTROL)):
             raise ValueError(f"--data-device must be a /dev path or 'none', not "
                              f"{self.data_device!r}")
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in self.data_mount):
@@ -123,6 +144,12 @@ def requirement_lines(pip: list[str] | tuple[str, ...], requirements_file: str |
     Lines that point at other files (-r, -c) are refused: only this file is uploaded.
     """
     lines = [p.strip() for p in pip if p.strip()]
+    for spec in lines:
+        if any(c in spec for c in CONTROL):
+            # One --pip is one requirement line: a newline would smuggle in a second
+            # line (a pip option such as --index-url) that nobody typed as such.
+            raise ValueError(f"--pip {spec!r}: one requirement per --pip, without a newline "
+                             "or NUL")
     if requirements_file:
         try:
             text = open(requirements_file, encoding="utf-8").read()  # noqa: SIM115

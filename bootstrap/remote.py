@@ -22,7 +22,6 @@ import io
 import os
 import pwd
 import re
-import shlex
 import socket
 import threading
 import time
@@ -33,6 +32,8 @@ from typing import Any
 import paramiko
 from fabric import Connection
 from invoke.exceptions import CommandTimedOut
+
+from bootstrap.shell import Sh, sh
 
 # Sections in a script's output start with a line "@@name" (see parse_sections).
 SECTION_MARK = "@@"
@@ -141,27 +142,34 @@ class Remote:
         hint = f" with key {keys}" if keys else " (no key given: pass -i PATH)"
         return f"SSH authentication failed for {self.label}{hint}: {exc}"
 
-    def run(self, script: str, *, as_root: bool = True, timeout: float | None = None
+    def run(self, script: Sh, *, as_root: bool = True, timeout: float | None = None
             ) -> CommandResult:
-        """Run a POSIX sh script on the host in one round trip."""
+        """Run a POSIX sh script on the host in one round trip.
+
+        Only an Sh (bootstrap.shell) goes to a host: its values were quoted when
+        it was built. A str is refused, so an f-string cannot reach a shell.
+        """
+        if not isinstance(script, Sh):
+            raise TypeError(f"Remote.run takes an Sh built with bootstrap.shell.sh(), not "
+                            f"{type(script).__name__}")
         # A script, once sent, runs to its end even if we go away (Ctrl-C, lost
         # link): ignoring SIGPIPE/SIGHUP keeps a step from stopping between
         # "dockerd stopped" and "dockerd started" because its output has nowhere
         # to go. A rerun then finds the step done, not half done.
-        command = "sh -c " + shlex.quote("trap '' PIPE HUP\n" + script)
+        command = sh("sh -c {script}", script="trap '' PIPE HUP\n" + script.text)
         in_stream: io.StringIO | bool = False
         if as_root and not self.as_root_directly:
             if self.sudo_password is not None:
                 # -S reads the password from stdin; -p '' keeps the prompt out of stderr.
-                command = "sudo -S -p '' -- " + command
+                command = sh("sudo -S -p '' -- {command}", command=command)
                 in_stream = io.StringIO(self.sudo_password + "\n")
             else:
                 # -n: fail at once instead of waiting for a password nobody will type.
-                command = "sudo -n -- " + command
+                command = sh("sudo -n -- {command}", command=command)
         self.commands_sent += 1
         try:
-            result = self.connection.run(command, hide=True, warn=True, in_stream=in_stream,
-                                         timeout=timeout)
+            result = self.connection.run(command.text, hide=True, warn=True,
+                                         in_stream=in_stream, timeout=timeout)
         except CommandTimedOut as exc:
             raise HostError(f"remote command timed out after {timeout}s on {self.label}") from exc
         except (OSError, EOFError, paramiko.SSHException) as exc:
@@ -317,11 +325,13 @@ def known_host_name(host: str, port: int) -> str:
 
 def remove_command(name: str, path: str) -> str:
     """The exact `ssh-keygen -R` that removes `name` from `path`."""
-    quoted = f"'{name}'" if "'" not in name else shlex.quote(name)
+    # Always in quotes, as people paste it ([host]:port is a glob otherwise); a name
+    # with a quote of its own (none we make) goes through the builder.
+    quoted = f"'{name}'" if re.fullmatch(r"[\w.:\[\]-]+", name) else str(sh("{n}", n=name))
     # ssh-keygen's default file is under the home in the passwd database, not $HOME.
     default = os.path.join(pwd.getpwuid(os.getuid()).pw_dir, ".ssh", "known_hosts")
     same = os.path.abspath(path) == os.path.abspath(default)
-    in_file = "" if same else f" -f {shlex.quote(path)}"
+    in_file = "" if same else str(sh(" -f {path}", path=path))
     return f"ssh-keygen -R {quoted}{in_file}"
 
 

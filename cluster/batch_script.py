@@ -8,8 +8,7 @@ against the same directory the script body does.
 
 from __future__ import annotations
 
-import shlex
-
+from bootstrap.shell import LINES, Sh, comment, sh, words
 from cluster.job import JobSpec, image_path, join_path
 
 # Where code, data, output and node-local scratch appear inside the container.
@@ -27,12 +26,12 @@ CONTAINER_OUTPUT = "/workspace/output"
 CONTAINER_SCRATCH = "/workspace/scratch"
 
 
-def shell_path(path: str) -> str:
+def shell_path(path: str) -> Sh:
     """A cluster path as a shell word: absolute stays absolute, else under $HOME."""
     if path.startswith("/"):
-        return shlex.quote(path)
+        return sh("{path}", path=path)
     relative = path[2:] if path.startswith("~/") else path
-    return '"$HOME"/' + shlex.quote(relative)
+    return sh('"$HOME"/{relative}', relative=relative)
 
 
 def sbatch_path(path: str) -> str:
@@ -69,19 +68,19 @@ def container_command(spec: JobSpec) -> list[str]:
     return argv
 
 
-def _bind_pairs(spec: JobSpec) -> list[tuple[str, str]]:
+def _bind_pairs(spec: JobSpec) -> list[tuple[Sh, str]]:
     """(host side as a shell word, container side) for every bind mount."""
-    pairs: list[tuple[str, str]] = []
+    pairs: list[tuple[Sh, str]] = []
     if spec.code:
         pairs.append((shell_path(spec.code), CONTAINER_CODE))
     if spec.stage_data:
-        pairs.append(('"$scratch"/data', CONTAINER_DATA))
+        pairs.append((Sh('"$scratch"/data'), CONTAINER_DATA))
     elif spec.data:
         pairs.append((shell_path(spec.data), CONTAINER_DATA))
     if spec.output_dir:
         pairs.append((shell_path(spec.output_dir), CONTAINER_OUTPUT))
     if needs_scratch(spec):
-        pairs.append(('"$scratch"', CONTAINER_SCRATCH))
+        pairs.append((Sh('"$scratch"'), CONTAINER_SCRATCH))
     for bind in spec.binds:
         source, _, target = bind.partition(":")
         pairs.append((shell_path(source), target or (source if source.startswith("/") else "")))
@@ -92,29 +91,32 @@ def needs_scratch(spec: JobSpec) -> bool:
     return bool(spec.stage_data or spec.requirements)
 
 
-def runtime_line(spec: JobSpec, image: str) -> str:
+def runtime_line(spec: JobSpec, image: str) -> Sh:
     """The command of the batch script that starts the container (continued lines)."""
     argv = container_command(spec)
     binds = _bind_pairs(spec)
+    flag = "-b" if spec.runtime == "charliecloud" else "--bind"
+    bind_words = [sh("{flag} {host}:{target}", flag=flag, host=host, target=target) if target
+                  else sh("{flag} {host}", flag=flag, host=host)
+                  for host, target in binds]
     if spec.runtime == "charliecloud":
-        lines = ["ch-run"]
-        for host, target in binds:
-            lines.append("-b " + host + (":" + shlex.quote(target) if target else ""))
+        lines = [Sh("ch-run"), *bind_words]
         if spec.code:
-            lines.append("--cd " + CONTAINER_CODE)
-        lines.append(shell_path(image) + " --")
+            lines.append(sh("--cd {code}", code=CONTAINER_CODE))
+        lines.append(shell_path(image) + Sh(" --"))
     else:
-        lines = [f"{spec.runtime} exec" + (" --nv" if spec.nv else "")]
-        for host, target in binds:
-            lines.append("--bind " + host + (":" + shlex.quote(target) if target else ""))
+        lines = [sh("{runtime} exec", runtime=spec.runtime) + (Sh(" --nv") if spec.nv else Sh("")),
+                 *bind_words]
         if spec.code:
-            lines.append("--pwd " + CONTAINER_CODE)
+            lines.append(sh("--pwd {code}", code=CONTAINER_CODE))
         lines.append(shell_path(image))
-    lines.append(" ".join(shlex.quote(word) for word in argv))
-    return " \\\n  ".join(lines)
+    lines.append(words(argv))
+    return Sh(" \\\n  ").join(lines)
 
 
-def sbatch_directives(spec: JobSpec) -> list[str]:
+def sbatch_directives(spec: JobSpec) -> list[Sh]:
+    """The #SBATCH lines: read by sbatch, not a shell, so nothing in them can be quoted;
+    cluster.job.validate keeps their values to what sbatch reads as one word."""
     lines = [f"--job-name={spec.name}"]
     for option, value in (("account", spec.account), ("partition", spec.partition),
                           ("qos", spec.qos), ("time", spec.time)):  # fmt: skip
@@ -131,41 +133,45 @@ def sbatch_directives(spec: JobSpec) -> list[str]:
     if spec.error:
         lines.append(f"--error={sbatch_path(spec.error)}")
     lines.extend(spec.sbatch)
-    return ["#SBATCH " + line for line in lines]
+    return [comment("SBATCH " + line) for line in lines]
 
 
-def render_batch_script(spec: JobSpec) -> str:
+def render_batch_script(spec: JobSpec) -> Sh:
     """The whole sbatch script for a validated spec."""
     image = image_path(spec)
-    out: list[str] = ["#!/bin/bash", *sbatch_directives(spec)]
+    out: list[Sh] = [Sh("#!/bin/bash"), *sbatch_directives(spec)]
     out += [
-        f"# Written by gpu-workbench `fab slurm.submit` ({spec.runtime}).",
+        comment(f" Written by gpu-workbench `fab slurm.submit` ({spec.runtime})."),
         # No `set -u`: Lmod's `module` function reads unset variables.
-        "set -eo pipefail",
-        "",
+        Sh("set -eo pipefail"),
+        Sh(""),
     ]
     if spec.modules:
-        out += [f"module load {shlex.quote(m)}" for m in spec.modules] + [""]
+        out += [sh("module load {module}", module=m) for m in spec.modules] + [Sh("")]
     if needs_scratch(spec):
         out += [
-            "# Node-local scratch: the site's $SLURM_TMPDIR, else our own per-job dir",
-            "# under /tmp that this job removes when it ends.",
-            'if [ -n "${SLURM_TMPDIR:-}" ]; then',
-            '  scratch="$SLURM_TMPDIR/workbench"',
-            "else",
-            '  scratch="/tmp/workbench-$(id -un)-$SLURM_JOB_ID"',
-            "  trap 'rm -rf -- \"$scratch\"' EXIT",
-            "fi",
-            'mkdir -p -m 700 -- "$scratch"',
+            Sh("# Node-local scratch: the site's $SLURM_TMPDIR, else our own per-job dir"),
+            Sh("# under /tmp that this job removes when it ends."),
+            Sh('if [ -n "${SLURM_TMPDIR:-}" ]; then'),
+            Sh('  scratch="$SLURM_TMPDIR/workbench"'),
+            Sh("else"),
+            Sh('  scratch="/tmp/workbench-$(id -un)-$SLURM_JOB_ID"'),
+            Sh("  trap 'rm -rf -- \"$scratch\"' EXIT"),
+            Sh("fi"),
+            Sh('mkdir -p -m 700 -- "$scratch"'),
         ]
         if spec.stage_data:
             out += [
-                f'echo "gpu-workbench: staging {spec.stage_data} into $scratch/data" >&2',
-                'mkdir -p -- "$scratch"/data',
-                f'tar -xf {shell_path(spec.stage_data)} -C "$scratch"/data',
+                # The path is a word of its own: inside the message's quotes bash
+                # would run what a $(...) in it says.
+                sh('echo "gpu-workbench: staging" {path} "into $scratch/data" >&2',
+                   path=spec.stage_data),
+                Sh('mkdir -p -- "$scratch"/data'),
+                sh('tar -xf {path} -C "$scratch"/data', path=shell_path(spec.stage_data)),
             ]
         if spec.requirements:
-            out.append(f'cp -- {shell_path(spec.requirements)} "$scratch"/requirements.txt')
-        out.append("")
+            out.append(sh('cp -- {path} "$scratch"/requirements.txt',
+                          path=shell_path(spec.requirements)))
+        out.append(Sh(""))
     out.append(runtime_line(spec, image))
-    return "\n".join(out) + "\n"
+    return LINES.join(out) + LINES

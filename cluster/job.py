@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from cluster.job_error import JobError
-from cluster.registry import cached_image_name, is_registry_reference
+from cluster.registry import cached_image_name, check_registry_reference, is_registry_reference
 
 RUNTIMES = ("apptainer", "singularity", "charliecloud")
 # The executable each runtime needs on the login node and the compute nodes.
@@ -238,13 +238,19 @@ def array_task_ids(value: str) -> list[int]:
 _SLURM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _PARTITIONS = re.compile(r"[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*")
 _MEMORY = re.compile(r"\d+[KMGT]?", re.IGNORECASE)
-_MODULE = re.compile(r"[A-Za-z0-9._+/-]+")
+# Not starting with "-": `module load -x` would read an option.
+_MODULE = re.compile(r"[A-Za-z0-9._+/][A-Za-z0-9._+/-]*")
 # #SBATCH lines are parsed by sbatch, not by a shell, so values there cannot be
 # quoted; paths that go there must not need it.
 _SBATCH_PATH = re.compile(r"[A-Za-z0-9._+/%~=@,:-]+")
 
 
-def _check_path(option: str, value: str, *, sbatch_line: bool = False) -> None:
+def _check_path(
+    option: str, value: str, *, sbatch_line: bool = False, bound: bool = False
+) -> None:
+    """A path: anything but a newline or NUL goes into the shell quoted; `sbatch_line`:
+    it also goes on an #SBATCH line, where nothing can be quoted; `bound`: it is the
+    host side of a bind mount, where the runtimes read ':' and ',' as separators."""
     if not value.strip():
         raise JobError(f"--{option}: empty path")
     if "\n" in value or "\0" in value:
@@ -253,6 +259,11 @@ def _check_path(option: str, value: str, *, sbatch_line: bool = False) -> None:
         raise JobError(
             f"--{option}: '{value}' goes on an #SBATCH line, where sbatch cannot read spaces,"
             " quotes or shell characters; use letters, digits and . _ - / % ~ only"
+        )
+    if bound and ("," in value or ":" in value):
+        raise JobError(
+            f"--{option}: '{value}' is bound into the container, and apptainer's --bind reads"
+            " ',' and ':' as separators; use a path without them"
         )
 
 
@@ -271,7 +282,8 @@ def validate(spec: JobSpec) -> JobSpec:
     """Check every option before anything reaches the cluster; JobError names the first bad one."""
     if not spec.command or (isinstance(spec.command, str) and not spec.command.strip()):
         raise JobError("--command: required (the command to run in the container)")
-    if isinstance(spec.command, str) and "\0" in spec.command:
+    words = [spec.command] if isinstance(spec.command, str) else list(spec.command)
+    if any("\0" in word for word in words):
         raise JobError("--command: contains a NUL byte")
     if not spec.image:
         raise JobError("--image: required (a registry reference pulled by slurm.pull, or a path)")
@@ -298,24 +310,40 @@ def validate(spec: JobSpec) -> JobSpec:
     for option in ("output", "error"):
         if getattr(spec, option):
             _check_path(option, getattr(spec, option), sbatch_line=True)
+    if not spec.output and spec.jobs_dir.strip() and not _SBATCH_PATH.fullmatch(spec.jobs_dir):
+        # The default log path is under the jobs dir, on an #SBATCH line.
+        raise JobError(
+            f"--jobs-dir: '{spec.jobs_dir}' holds the default --output log, which goes on an"
+            " #SBATCH line, where sbatch cannot read spaces, quotes or shell characters; use"
+            " letters, digits and . _ - / % ~ only, or give --output"
+        )
     for line in spec.sbatch:
-        if not line.startswith("-") or "\n" in line:
+        # sbatch reads the line itself (no shell); a CR or NUL would break the script.
+        if not line.startswith("-") or any(c in line for c in "\n\r\0"):
             raise JobError(
                 f"--sbatch: '{line}' should be one sbatch option such as --constraint=a100"
             )
     for module in spec.modules:
         if not _MODULE.fullmatch(module):
             raise JobError(f"--module: '{module}' is not a module name (e.g. cuda/12.2)")
-    for option in ("cache_dir", "jobs_dir", "code", "data", "output_dir", "stage_data"):
+    for option in ("cache_dir", "jobs_dir", "stage_data"):
         if getattr(spec, option):
             _check_path(option.replace("_", "-"), getattr(spec, option))
+    for option in ("code", "data", "output_dir"):
+        if getattr(spec, option):
+            _check_path(option.replace("_", "-"), getattr(spec, option), bound=True)
     if spec.requirements:
         _check_path("requirements", spec.requirements)
-    if not is_registry_reference(spec.image):
+    if is_registry_reference(spec.image):
+        check_registry_reference("--image", spec.image)
+    else:
         _check_path("image", spec.image)
     for bind in spec.binds:
         source, _, target = bind.partition(":")
-        _check_path("bind", source)
+        _check_path("bind", source, bound=True)
         if target and not target.startswith("/"):
             raise JobError(f"--bind: '{bind}': the container side must be an absolute path")
+        if "," in target or "\n" in target or "\0" in target:
+            raise JobError(f"--bind: '{bind}': the container side may not hold ',', a newline"
+                           " or NUL")
     return spec

@@ -14,7 +14,6 @@ is refused with one line and exit 2, before any key or NGC credential is sent.
 
 from __future__ import annotations
 
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -24,15 +23,16 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from bootstrap.remote import HostKeyRefused, open_checked, strict_host_keys_configured
+from bootstrap.shell import Sh, sh
 
 EXIT_BAD_INPUT = 2
 PRECONDITION = 3  # the login node lacks something
 REFUSED = 4  # Slurm or the pull tool said no
 
-_FOUND_RUNTIMES = (
+_FOUND_RUNTIMES = Sh(
     'found=""; for b in apptainer singularity ch-run; do '
     'command -v "$b" >/dev/null 2>&1 && found="$found $b"; done; '
-    '[ -n "$found" ] || found=" none"'
+    '[ -n "$found" ] || found=" none"; '
 )
 
 
@@ -78,8 +78,11 @@ class RemoteResult:
     stderr: str
 
 
-def run(c: Connection, snippet: str, stdin: str = "") -> RemoteResult:
+def run(c: Connection, snippet: Sh, stdin: str = "") -> RemoteResult:
     """Run a sh snippet on the login node with `stdin` as its input; never raises on exit code.
+
+    Only an Sh (bootstrap.shell) is run: its values were quoted when it was
+    built. A str is refused, so an f-string cannot reach the login node.
 
     This drives the SSH channel itself rather than `c.run(in_stream=...)`:
     invoke feeds in_stream one character per 10 ms poll (a 3 kB script took
@@ -89,13 +92,16 @@ def run(c: Connection, snippet: str, stdin: str = "") -> RemoteResult:
     Every snippet reads all of stdin before it writes anything, so the write
     cannot stall behind output nobody is reading yet.
     """
+    if not isinstance(snippet, Sh):
+        raise TypeError(f"login_node.run takes an Sh built with bootstrap.shell.sh(), not "
+                        f"{type(snippet).__name__}")
     open_login_node(c, "remote")
     transport = c.client.get_transport()
     if transport is None:  # open() failed without raising
         raise fail("remote", f"no SSH transport to {c.host}")
     channel = transport.open_session()
     try:
-        channel.exec_command("sh -c " + shlex.quote(snippet))
+        channel.exec_command(sh("sh -c {snippet}", snippet=snippet.text).text)
         if stdin:
             channel.sendall(stdin.encode())
         channel.shutdown_write()
@@ -123,12 +129,13 @@ def run(c: Connection, snippet: str, stdin: str = "") -> RemoteResult:
         channel.close()
 
 
-def require_command(executable: str, purpose: str, list_runtimes: bool = False) -> str:
+def require_command(executable: str, purpose: str, list_runtimes: bool = False) -> Sh:
     """sh that stops (exit 3) with a one-line reason when `executable` is not on PATH."""
-    found = f"{_FOUND_RUNTIMES}; " if list_runtimes else ""
-    tail = "; found:$found" if list_runtimes else ""
-    return (
-        f"command -v {executable} >/dev/null 2>&1 || {{ {found}"
-        f'echo "{executable} not found on the login node ({purpose}){tail}" >&2; '
-        f"exit {PRECONDITION}; }}\n"
+    found = _FOUND_RUNTIMES if list_runtimes else Sh("")
+    tail = Sh("; found:$found") if list_runtimes else Sh("")
+    return sh(
+        "command -v {executable} >/dev/null 2>&1 || {{ {found}"
+        'echo {executable} "not found on the login node ("{purpose}"){tail}" >&2; '
+        "exit {code}; }}\n",
+        executable=executable, found=found, purpose=purpose, tail=tail, code=PRECONDITION,
     )

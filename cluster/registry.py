@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 
 from cluster.job_error import JobError
+from components.spec import is_image_reference
 
 
 def is_registry_reference(image: str) -> bool:
@@ -19,6 +20,18 @@ def is_registry_reference(image: str) -> bool:
 
 def registry_reference(image: str) -> str:
     return image.removeprefix("docker://")
+
+
+def check_registry_reference(option: str, image: str) -> str:
+    """The reference without docker://; JobError (one line, naming `option`) unless it
+    is an image reference by the rule the stack applies to containerImage."""
+    ref = registry_reference(image)
+    if not is_image_reference(ref):
+        raise JobError(
+            f"{option}: '{image}' is not an image reference (repo/name:tag, e.g."
+            " nvcr.io/nvidia/pytorch:24.05-py3)"
+        )
+    return ref
 
 
 def cached_image_name(image: str, runtime: str) -> str:

@@ -22,6 +22,7 @@ from fabric import task
 from invoke.collection import Collection
 from invoke.context import Context
 
+from bootstrap.shell import SPACE, sh
 from cluster import login_node
 from cluster.batch_script import render_batch_script, shell_path
 from cluster.job import (
@@ -43,6 +44,7 @@ from cluster.login_node import (
     require_known_host,
 )
 from cluster.registry import (
+    check_registry_reference,
     is_registry_reference,
     registry_credentials,
 )
@@ -99,6 +101,7 @@ def pull_image(c: Context, image: str, runtime: str, cache_dir: str) -> str:
     if not is_registry_reference(image):
         raise fail("pull", f"--image: '{image}' is not a registry reference (repo/name:tag)", 2)
     try:
+        check_registry_reference("--image", image)
         credentials = registry_credentials(runtime, image, os.environ)
     except JobError as error:
         raise fail("pull", str(error), EXIT_BAD_INPUT) from None
@@ -130,7 +133,7 @@ def submit_job(c: Context, spec: JobSpec, dry_run: bool = False) -> tuple[str, s
         validate(spec)
     except JobError as error:
         raise fail("submit", str(error), EXIT_BAD_INPUT) from None
-    script = render_batch_script(spec)
+    script = render_batch_script(spec).text
     if dry_run:
         return "", script
     conn = connection(c, "submit")
@@ -321,13 +324,14 @@ def read_logs(c: Context, job_id: str, lines: int, jobs_dir: str, stderr: bool) 
     located = locate_logs(c, job_id, jobs_dir, "StdErr" if stderr else "StdOut")
     if not located:
         raise fail("logs", f"job {job_id}: Slurm reports no output path", REFUSED)
-    words = " ".join(shell_path(path) for _, _, path in located)
-    snippet = (
-        f"for f in {words}; do\n"
-        '  [ -e "$f" ] || { echo "no output yet at $f" >&2; missing=1; }\n'
+    paths = SPACE.join(shell_path(path) for _, _, path in located)
+    snippet = sh(
+        "for f in {paths}; do\n"
+        '  [ -e "$f" ] || {{ echo "no output yet at $f" >&2; missing=1; }}\n'
         "done\n"
-        f'[ -z "${{missing:-}}" ] || exit {REFUSED}\n'
-        f"tail -n {int(lines)} -- {words}\n"
+        '[ -z "${{missing:-}}" ] || exit {refused}\n'
+        "tail -n {lines} -- {paths}\n",
+        paths=paths, refused=REFUSED, lines=int(lines),
     )
     result = login_node.run(connection(c, "logs"), snippet)
     if result.exited != 0:

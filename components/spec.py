@@ -68,6 +68,17 @@ SSH_KEY_TYPES = (
     "sk-ecdsa-sha2-nistp256@openssh.com",
 )
 IMAGE_REFERENCE = re.compile(r"^[a-z0-9]+([._/:@-][A-Za-z0-9_.-]+)*$")
+
+
+def is_image_reference(value: str) -> bool:
+    """An image reference as the stack takes it for containerImage: the one rule that
+    `fab bootstrap --image` and the Slurm tasks' registry `--image` apply too.
+
+    Whole-string match: `re.match` with `$` would let a trailing newline through.
+    """
+    return IMAGE_REFERENCE.fullmatch(value) is not None
+
+
 TAG_KEY = re.compile(r"^[A-Za-z0-9_.:/+@ -]{1,63}$")
 
 VOLUME_ID_PATTERNS: dict[Cloud, str] = {
@@ -337,7 +348,7 @@ def _container_image(
     cannot run."""
     preset = images.find_preset(value)
     if preset is None:
-        if not IMAGE_REFERENCE.match(value):
+        if not is_image_reference(value):
             raise SpecError("containerImage", value, "is neither a preset ("
                             + ", ".join(p.name for p in images.PRESETS)
                             + ") nor an image reference (e.g. nvcr.io/nvidia/pytorch:25.01-py3)")

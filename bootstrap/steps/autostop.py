@@ -11,13 +11,12 @@ timer and leaves the files, so turning it back on is one run.
 from __future__ import annotations
 
 import hashlib
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from bootstrap.container_spec import TOKEN_FILE
 from bootstrap.facts import CLOUD_HINTS, LOGIN, Fact
-from bootstrap.shell import atomic_write
+from bootstrap.shell import LINES, Sh, atomic_write, sh, words
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok
 
 ONHOST = Path(__file__).resolve().parent.parent / "onhost"
@@ -34,7 +33,7 @@ class InstalledFile:
     path: str
     content: bytes
     mode: str
-    validate: str | None = None
+    validate: Sh | None = None
 
 
 def wanted_files(cloud: str, minutes: int, home: str) -> tuple[InstalledFile, ...]:
@@ -51,24 +50,23 @@ def wanted_files(cloud: str, minutes: int, home: str) -> tuple[InstalledFile, ..
     return (
         InstalledFile(SCRIPT, (ONHOST / "workbench_idle_check.py").read_bytes(), "755",
                       # Refuse to install a script the host's python3 cannot compile.
-                      validate='python3 -c "import ast,sys; ast.parse(open(sys.argv[1]).read())"'
-                               ' "$1"'),
+                      validate=Sh('python3 -c "import ast,sys; ast.parse(open(sys.argv[1]).read())"'
+                                  ' "$1"')),
         InstalledFile(CONFIG, config, "644"),
         InstalledFile(SERVICE, (ONHOST / "workbench-idle-check.service").read_bytes(), "644"),
         InstalledFile(TIMER, (ONHOST / "workbench-idle-check.timer").read_bytes(), "644"),
     )
 
 
-def facts_snippet() -> str:
-    paths = " ".join(shlex.quote(p) for p in (SCRIPT, CONFIG, SERVICE, TIMER))
-    return rf"""
+def facts_snippet() -> Sh:
+    return sh(r"""
 for p in {paths}; do
   if [ -f "$p" ]; then echo "$p $(sha256sum "$p" | cut -c1-64) $(stat -c %a "$p")"
   else echo "$p absent"; fi
 done
-echo "link $(readlink {shlex.quote(WANTS_LINK)} 2>/dev/null || echo absent)"
+echo "link $(readlink {link} 2>/dev/null || echo absent)"
 if [ -d /run/systemd/system ]; then echo "systemd yes"; else echo "systemd no"; fi
-"""
+""", paths=words((SCRIPT, CONFIG, SERVICE, TIMER)), link=WANTS_LINK)
 
 
 @dataclass(frozen=True)
@@ -106,7 +104,7 @@ def run(ctx: HostContext) -> StepOutcome:
     f = ctx.fact(INSTALLED)
 
     actions: list[tuple[str, str]] = []  # (done, to do): for the report and --check
-    script: list[str] = []
+    script: list[Sh] = []
     for want in wanted_files(cloud, minutes, ctx.fact(LOGIN).home):
         have = f.files.get(want.path)
         digest = hashlib.sha256(want.content).hexdigest()
@@ -114,34 +112,36 @@ def run(ctx: HostContext) -> StepOutcome:
             continue
         if have is not None and have[0] == digest:
             actions.append((f"chmod {want.mode} {want.path}", f"chmod {want.mode} {want.path}"))
-            script.append(f"chmod {want.mode} {shlex.quote(want.path)}")
+            script.append(sh("chmod {mode} {path}", mode=want.mode, path=want.path))
             continue
         actions.append((("wrote " if have is None else "updated ") + want.path,
                         ("write " if have is None else "update ") + want.path))
         script.append(atomic_write(want.path, want.content,
                                    expected_sha256=None if have is None else have[0],
                                    new_mode=want.mode, new_owner="root:root",
-                                   validate=want.validate) + " || exit $?")
+                                   validate=want.validate) + Sh(" || exit $?"))
         if have is not None and have[1] != want.mode:
-            script.append(f"chmod {want.mode} {shlex.quote(want.path)}")
+            script.append(sh("chmod {mode} {path}", mode=want.mode, path=want.path))
 
-    reload = "systemctl daemon-reload" if f.systemd else ":"
+    reload = Sh("systemctl daemon-reload") if f.systemd else Sh(":")
     if minutes > 0 and f.link != TIMER:
         how = " and started it" if f.systemd else " (starts at boot: no systemd now)"
         actions.append(("enabled workbench-idle-check.timer" + how,
                         "enable workbench-idle-check.timer"))
-        script.append(f"mkdir -p {shlex.quote(str(Path(WANTS_LINK).parent))} && "
-                      f"ln -sfn {shlex.quote(TIMER)} {shlex.quote(WANTS_LINK)}")
+        script.append(sh("mkdir -p {wants} && ln -sfn {timer} {link}",
+                         wants=Path(WANTS_LINK).parent, timer=TIMER, link=WANTS_LINK))
         if f.systemd:
-            script.append(f"{reload} && systemctl start workbench-idle-check.timer")
+            script.append(sh("{reload} && systemctl start workbench-idle-check.timer",
+                             reload=reload))
     elif minutes == 0 and f.link is not None:
         actions.append(("disabled workbench-idle-check.timer (autostop 0)",
                         "disable workbench-idle-check.timer (autostop 0)"))
-        script.append(f"rm -f {shlex.quote(WANTS_LINK)}")
+        script.append(sh("rm -f {link}", link=WANTS_LINK))
         if f.systemd:
-            script.append("systemctl stop workbench-idle-check.timer || true")
+            script.append(Sh("systemctl stop workbench-idle-check.timer || true"))
     elif script and f.systemd:
-        script.append(f"{reload} && systemctl try-restart workbench-idle-check.timer")
+        script.append(sh("{reload} && systemctl try-restart workbench-idle-check.timer",
+                         reload=reload))
 
     policy = (f"stop after {minutes} idle minutes ({cloud}: "
               + ("deallocate" if cloud == "azure" else "poweroff") + ")" if minutes
@@ -150,7 +150,7 @@ def run(ctx: HostContext) -> StepOutcome:
         return ok(policy)
     if o.check:
         return ctx.would("; ".join(todo for _, todo in actions))
-    result = ctx.remote.run("set -e\n" + "\n".join(script))
+    result = ctx.remote.run(LINES.join([Sh("set -e"), *script]))
     if not result.ok:
         raise StepFailed(result.error_line())
     return changed(f"{policy}: " + "; ".join(done for done, _ in actions))

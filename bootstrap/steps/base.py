@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -11,6 +10,7 @@ from bootstrap.facts import Fact, with_needs
 from bootstrap.options import BootstrapOptions
 from bootstrap.recap import Status
 from bootstrap.remote import Remote
+from bootstrap.shell import sh
 
 T = TypeVar("T")
 
@@ -93,7 +93,7 @@ class HostContext:
         key = c.connect_kwargs.get("key_filename")
         if isinstance(key, list | tuple):
             key = key[0] if key else None
-        key_opt = f"-i {shlex.quote(str(key))} " if key else ""
+        key_opt = sh("-i {key} ", key=str(key)).text if key else ""
         port_opt = f"-p {c.port} " if c.port != 22 else ""
         width = max(len(what) for what, _, _ in self.services) + 2
         lines = [f"{what + ':':<{width}}{url}" for what, url, _ in self.services]

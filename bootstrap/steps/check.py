@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import json
-import shlex
 
 from bootstrap.gpu_diagnosis import GpuProbe, diagnose
+from bootstrap.shell import Sh, sh
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, ok, skipped
 
-PROBE = r"""
+# After the line that sets $wb_image.
+PROBE = Sh(r"""
 say() { printf '\n@@%s\n' "$1"; }
 say host_smi
 if command -v nvidia-smi >/dev/null 2>&1; then
@@ -22,16 +23,16 @@ for b in nvidia-ctk nvidia-container-runtime-hook nvidia-container-cli; do comma
 say runtimes
 docker info --format '{{json .Runtimes}}' 2>/dev/null || echo '{}'
 say container
-out=$(timeout 900 docker run --rm --gpus all @IMAGE@ nvidia-smi -L 2>&1); echo "rc=$?"
+out=$(timeout 900 docker run --rm --gpus all "$wb_image" nvidia-smi -L 2>&1); echo "rc=$?"
 echo "$out" | tail -n 8
-"""
+""")
 
 
 def run(ctx: HostContext) -> StepOutcome:
     if ctx.options.skip_check:
         return skipped("--skip-check")
     image = ctx.options.image_ref
-    result = ctx.remote.run(PROBE.replace("@IMAGE@", shlex.quote(image)), timeout=1200)
+    result = ctx.remote.run(sh("wb_image={image}", image=image) + PROBE, timeout=1200)
     s = result.sections()
     host = s.get("host_smi", "absent").splitlines() or ["absent"]
     container = s.get("container", "rc=1").splitlines() or ["rc=1"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bootstrap.facts import Fact
+from bootstrap.shell import Sh
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, ok, skipped
 from components.images import Incompatible, check_driver, check_gpu
 from components.nvidia import Gpu, architecture_of
@@ -52,11 +53,11 @@ def parse_gpu_section(section: str) -> HostGpus | str:
 # Driver, compute capability and model, one line per GPU, then nvidia-smi's exit code.
 GPUS: Fact[HostGpus | str] = Fact(
     "gpu",
-    lambda _: "if command -v nvidia-smi >/dev/null 2>&1; then\n"
-              "  wb_g=$(timeout 30 nvidia-smi --query-gpu=driver_version,compute_cap,name "
-              "--format=csv,noheader 2>&1); wb_rc=$?\n"
-              '  echo "$wb_g" | head -n 16; echo "rc=$wb_rc"\n'
-              "else echo absent; fi",
+    lambda _: Sh("if command -v nvidia-smi >/dev/null 2>&1; then\n"
+                 "  wb_g=$(timeout 30 nvidia-smi --query-gpu=driver_version,compute_cap,name "
+                 "--format=csv,noheader 2>&1); wb_rc=$?\n"
+                 '  echo "$wb_g" | head -n 16; echo "rc=$wb_rc"\n'
+                 "else echo absent; fi"),
     parse_gpu_section)
 
 

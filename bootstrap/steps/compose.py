@@ -12,9 +12,8 @@ nothing). An architecture without a pin is refused.
 
 from __future__ import annotations
 
-import shlex
-
 from bootstrap.facts import Fact, path_or_none
+from bootstrap.shell import LINES, Sh, sh
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok
 
 COMPOSE_RELEASE = "v2.29.7"
@@ -30,11 +29,13 @@ COMPOSE_SHA256: dict[tuple[str, str], str] = {
     ("v2.29.7", "aarch64"): "6e9fbd5daa20dca5d7d89145081ae8155d68ef2928b497d9f85b54fe0f9dbb2c",
 }
 
-INSTALL = r"""
+# After the lines that set $wb_packages (APT_PACKAGES), $wb_release (COMPOSE_RELEASE),
+# $wb_base (DOWNLOAD_BASE), $wb_pinned and wb_pin (the pinned digest per architecture).
+INSTALL = Sh(r"""
 method=
 if command -v apt-get >/dev/null 2>&1; then
   wb_pick() {
-    for p in @PACKAGES@; do
+    for p in $wb_packages; do
       c=$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/ {print $2}')
       if [ -n "$c" ] && [ "$c" != "(none)" ]; then echo "$p"; return 0; fi
     done
@@ -53,11 +54,9 @@ fi
 if [ -z "$method" ]; then
   dir=/usr/local/lib/docker/cli-plugins
   arch=$(uname -m)
-  case "$arch" in
-@PINS@
-    *) echo "ERROR: no sha256 pinned for Docker Compose @RELEASE@ on $arch (pinned: @PINNED@); not downloading it: install the docker-compose-plugin package instead"; exit 1 ;;
-  esac
-  url=@BASE@/@RELEASE@/docker-compose-linux-$arch
+  want=$(wb_pin "$arch") || {
+    echo "ERROR: no sha256 pinned for Docker Compose $wb_release on $arch (pinned: $wb_pinned); not downloading it: install the docker-compose-plugin package instead"; exit 1; }
+  url=$wb_base/$wb_release/docker-compose-linux-$arch
   mkdir -p "$dir"; tmp=$(mktemp "$dir/.docker-compose.XXXXXX"); trap 'rm -f "$tmp"' EXIT
   fetch() { curl -fsSL --retry 3 -o "$1" "$2" 2>/dev/null || wget -q -O "$1" "$2"; }
   fetch "$tmp" "$url" || {
@@ -70,7 +69,7 @@ if [ -z "$method" ]; then
 fi
 if ! v=$(docker compose version 2>&1); then echo "ERROR: docker compose still fails: $v"; exit 1; fi
 echo "@@installed"; echo "$v via $method"
-"""
+""")
 
 
 def _parse_compose(text: str) -> str | None:
@@ -81,11 +80,11 @@ def _parse_compose(text: str) -> str | None:
 
 COMPOSE_VERSION: Fact[str | None] = Fact(
     "compose",
-    lambda _: 'if wb_c=$(docker compose version 2>&1); then echo "$wb_c" | head -n 1; echo rc=0; '
-              "else echo rc=1; fi",
+    lambda _: Sh('if wb_c=$(docker compose version 2>&1); then echo "$wb_c" | head -n 1; '
+                 "echo rc=0; else echo rc=1; fi"),
     _parse_compose)
 HAS_APT: Fact[bool] = Fact(
-    "apt", lambda _: "command -v apt-get || echo absent",
+    "apt", lambda _: Sh("command -v apt-get || echo absent"),
     lambda text: path_or_none(text) is not None)
 
 
@@ -98,12 +97,16 @@ def run(ctx: HostContext) -> StepOutcome:
         return ctx.would(f"install the docker compose plugin (via {via})")
     pins = {arch: digest for (release, arch), digest in COMPOSE_SHA256.items()
             if release == COMPOSE_RELEASE}
-    script = (INSTALL.replace("@PACKAGES@", " ".join(APT_PACKAGES))
-              .replace("@PINS@", "\n".join(f"    {arch}) want={digest} ;;"
-                                           for arch, digest in pins.items()))
-              .replace("@PINNED@", ", ".join(pins) or "none")
-              .replace("@BASE@", shlex.quote(DOWNLOAD_BASE))
-              .replace("@RELEASE@", COMPOSE_RELEASE))
+    # The pinned digest per architecture, as a shell function: `wb_pin ARCH` prints it.
+    cases = LINES.join([sh("    {arch}) echo {digest} ;;", arch=arch, digest=digest)
+                        for arch, digest in pins.items()])
+    script = LINES.join([
+        sh("wb_packages={packages}; wb_release={release}; wb_base={base}; wb_pinned={pinned}",
+           packages=" ".join(APT_PACKAGES), release=COMPOSE_RELEASE, base=DOWNLOAD_BASE,
+           pinned=", ".join(pins) or "none"),
+        Sh('wb_pin() {\n  case "$1" in'), cases, Sh("    *) return 1 ;;\n  esac\n}"),
+        INSTALL,
+    ])
     result = ctx.remote.run(script, timeout=900)
     if not result.ok:
         raise StepFailed(result.error_line())

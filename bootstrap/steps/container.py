@@ -15,7 +15,6 @@ settings differ.
 
 from __future__ import annotations
 
-import shlex
 from typing import Any
 
 from bootstrap.container_spec import (
@@ -28,20 +27,19 @@ from bootstrap.container_spec import (
     workspace_path,
 )
 from bootstrap.facts import LOGIN, Fact, json_object_or_none
-from bootstrap.shell import replace_container
+from bootstrap.shell import LINES, Sh, replace_container, sh
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok
 
-q = shlex.quote
 # Where a given token lands first (SFTP, as the login user), to be moved into place.
 TOKEN_UPLOAD = ".gpu-workbench-token.new"
 
 CONTAINER: Fact[dict[str, Any] | None] = Fact(
     "container",
-    lambda o: f"docker inspect --type container {q(o.container_name)} --format '{{{{json .}}}}' "
-              "2>/dev/null || echo absent",
+    lambda o: sh("docker inspect --type container {name} --format '{{{{json .}}}}' "
+                 "2>/dev/null || echo absent", name=o.container_name),
     json_object_or_none)
 HOST_TOKEN: Fact[str | None] = Fact(
-    "token", lambda _: f'cat "$home/{TOKEN_FILE}" 2>/dev/null',
+    "token", lambda _: sh('cat "$home"/{token_file} 2>/dev/null', token_file=TOKEN_FILE),
     lambda text: text.strip() or None, needs=(LOGIN,))
 
 
@@ -70,54 +68,58 @@ def run(ctx: HostContext) -> StepOutcome:
         return ctx.would(f"{verb} {spec.name} {why}")
 
     home = login.home
-    owner = f"{q(login.user)}:{q(login.group)}"
+    owner = sh("{user}:{group}", user=login.user, group=login.group)
     upload = f"{home}/{TOKEN_UPLOAD}"
-    move_given = ""
+    move_given = Sh("")
     if given is not None and given != host_token:
         ctx.remote.put_private(given.encode(), upload)
         # The token we were given, copied over SFTP, replaces the host's own.
-        move_given = (f"chown {owner} {q(upload)} && chmod 600 {q(upload)} && "
-                      f"mv -f {q(upload)} {q(home)}/{TOKEN_FILE} || "
-                      '{ echo "ERROR: cannot move the given Jupyter token into place"; exit 1; }')
-    script = [f"""
+        move_given = sh("chown {owner} {upload} && chmod 600 {upload} && "
+                        "mv -f {upload} {home}/{token_file} || "
+                        '{{ echo "ERROR: cannot move the given Jupyter token into place"; exit 1; }}',
+                        owner=owner, upload=upload, home=home, token_file=TOKEN_FILE)
+    script = [sh("""
 set -u
-cfg={q(home)}/{TOKEN_DIR}
-for d in {q(home)}/.config "$cfg"; do
+cfg={home}/{token_dir}
+for d in {home}/.config "$cfg"; do
   [ -d "$d" ] || {{ mkdir -m 700 "$d" && chown {owner} "$d"; }} || exit 1
 done
 {move_given}
-if [ ! -s {q(home)}/{TOKEN_FILE} ]; then
+if [ ! -s {home}/{token_file} ]; then
   # 32 random bytes as hex; written under umask 077, then renamed into place.
   (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > "$cfg/.jupyter_token.tmp") &&
-    chown {owner} "$cfg/.jupyter_token.tmp" && mv -f "$cfg/.jupyter_token.tmp" {q(home)}/{TOKEN_FILE} ||
+    chown {owner} "$cfg/.jupyter_token.tmp" && mv -f "$cfg/.jupyter_token.tmp" {home}/{token_file} ||
     {{ echo "ERROR: cannot write the Jupyter token"; exit 1; }}
 fi
-token=$(cat {q(home)}/{TOKEN_FILE})
+token=$(cat {home}/{token_file})
 (umask 077; printf 'JUPYTER_TOKEN=%s\\n' "$token" > "$cfg/container.env") && chown {owner} "$cfg/container.env"
 token_sha=$(printf '%s' "$token" | sha256sum | cut -c1-12)
-ws={q(spec.workspace)}
+ws={workspace}
 [ -d "$ws" ] || {{ mkdir -p "$ws" && chown {owner} "$ws"; }} || {{ echo "ERROR: cannot create $ws"; exit 1; }}
-"""]
+""", home=home, token_dir=TOKEN_DIR, token_file=TOKEN_FILE, owner=owner, move_given=move_given,
+        workspace=spec.workspace)]
     if replace:
         script.extend(replace_container(
-            spec.image, spec.name, spec.run_command("$cfg/container.env", "$token_sha")))
+            spec.image, spec.name,
+            spec.run_command(Sh('"$cfg/container.env"'), Sh('"$token_sha"'))))
     else:
-        script.append(f'if ! out=$(docker start {q(spec.name)} 2>&1); then '
-                      'echo "ERROR: docker start failed: $(echo "$out" | tail -n 1)"; exit 1; fi')
+        script.append(sh("if ! out=$(docker start {name} 2>&1); then "
+                         'echo "ERROR: docker start failed: $(echo "$out" | tail -n 1)"; exit 1; fi',
+                         name=spec.name))
     # Running right after `docker run -d` is not enough: a bad command dies a
     # moment later and the restart policy brings it back, so "running" alone
     # proves nothing. Healthy: a second later, the same start is still running.
-    script.append(f"""
-look() {{ docker inspect -f '{{{{.State.Running}}}} {{{{.State.Restarting}}}} {{{{.State.StartedAt}}}}' {q(spec.name)} 2>/dev/null; }}
+    script.append(sh("""
+look() {{ docker inspect -f '{{{{.State.Running}}}} {{{{.State.Restarting}}}} {{{{.State.StartedAt}}}}' {name} 2>/dev/null; }}
 n=0; until look | grep -q '^true false ' || [ $n -ge 50 ]; do sleep 0.2; n=$((n + 1)); done
 first=$(look); sleep 1; second=$(look)
 case "$first" in "true false "*) ;; *) first=none ;; esac
 if [ "$first" != "$second" ]; then
-  echo "ERROR: container {spec.name} exited: $(docker logs --tail 3 {q(spec.name)} 2>&1 | tr '\\n' ' ')"; exit 1
+  echo "ERROR: container" {name} "exited: $(docker logs --tail 3 {name} 2>&1 | tr '\\n' ' ')"; exit 1
 fi
 echo "@@token"; echo "$token"
-""")
-    result = ctx.remote.run("\n".join(script), timeout=3600)  # may pull a 20 GB image
+""", name=spec.name))
+    result = ctx.remote.run(LINES.join(script), timeout=3600)  # may pull a 20 GB image
     if not result.ok:
         raise StepFailed(result.error_line())
     token = result.sections().get("token", "").strip()

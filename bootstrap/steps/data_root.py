@@ -11,16 +11,17 @@ ephemeral: images are pulled again after the VM is deallocated.
 
 from __future__ import annotations
 
-import shlex
-
 from bootstrap import daemon_json
 from bootstrap.daemon_json import DAEMON_JSON, DaemonJsonError
 from bootstrap.facts import CLOUD_HINTS, DOCKER_INFO, Fact
 from bootstrap.facts import DAEMON_JSON as DAEMON_JSON_FACT
 from bootstrap.shell import (
     DOCKERD_FUNCTIONS,
+    LINES,
     VALIDATE_DAEMON_JSON,
+    Sh,
     atomic_write,
+    sh,
     sha256_hex,
 )
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok, skipped
@@ -28,7 +29,7 @@ from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, cha
 AZURE_DATA_ROOT = "/mnt/docker"
 
 HAS_MNT: Fact[bool] = Fact(
-    "mnt", lambda _: "if [ -d /mnt ]; then echo yes; else echo no; fi",
+    "mnt", lambda _: Sh("if [ -d /mnt ]; then echo yes; else echo no; fi"),
     lambda text: text.strip() == "yes")
 
 
@@ -74,33 +75,33 @@ def run(ctx: HostContext) -> StepOutcome:
         return ctx.would("; ".join(actions).replace("copied", "copy").replace(
             "restarted", "restart"))
 
-    script = [DOCKERD_FUNCTIONS, f"src={shlex.quote(source)}; dst={AZURE_DATA_ROOT}",
-              """
+    script = [DOCKERD_FUNCTIONS, sh("src={src}; dst={dst}", src=source, dst=AZURE_DATA_ROOT),
+              Sh("""
 if wb_docker_up; then wb_docker_stop || { echo "ERROR: could not stop dockerd"; exit 1; }; fi
 mkdir -p "$dst" && chmod 710 "$dst"
 if [ "$src" != "$dst" ] && [ -d "$src" ]; then
   # -aHAX keeps hard links, ACLs and xattrs (overlay2 layers rely on them);
   # rerun after an interruption it copies only what is missing.
-  if command -v rsync >/dev/null 2>&1; then wb_copy="rsync -aHAX --numeric-ids $src/ $dst/"
-  else wb_copy="cp -a $src/. $dst/"; fi
-  if ! wb_out=$($wb_copy 2>&1); then
+  if command -v rsync >/dev/null 2>&1; then wb_copy() { rsync -aHAX --numeric-ids "$src/" "$dst/"; }
+  else wb_copy() { cp -a "$src/." "$dst/"; }; fi
+  if ! wb_out=$(wb_copy 2>&1); then
     wb_docker_start
     echo "ERROR: copying $src to $dst failed, dockerd restarted on $src: $(echo "$wb_out" | tail -n 1)"
     exit 1
   fi
 fi
-"""]
+""")]
     if want is not config:
         script.append(atomic_write(
             DAEMON_JSON, daemon_json.render(want), expected_sha256=sha256_hex(ctx.daemon_json),
             validate=VALIDATE_DAEMON_JSON,
-        ) + ' || { wb_rc=$?; wb_docker_start; exit $wb_rc; }')
-    script.append(f"""
-wb_docker_start || {{ echo "ERROR: dockerd did not start with data-root $dst"; exit 1; }}
-if ! wb_wait_for 60 sh -c '[ "$(docker info --format "{{{{.DockerRootDir}}}}" 2>/dev/null)" = {AZURE_DATA_ROOT} ]'
-then echo "ERROR: dockerd root dir is $(docker info --format '{{{{.DockerRootDir}}}}' 2>&1), not $dst"; exit 1; fi
-""")
-    result = ctx.remote.run("\n".join(script))
+        ) + Sh(' || { wb_rc=$?; wb_docker_start; exit $wb_rc; }'))
+    script.append(Sh("""
+wb_docker_start || { echo "ERROR: dockerd did not start with data-root $dst"; exit 1; }
+if ! wb_wait_for 60 sh -c '[ "$(docker info --format "{{.DockerRootDir}}" 2>/dev/null)" = "$1" ]' wb_root "$dst"
+then echo "ERROR: dockerd root dir is $(docker info --format '{{.DockerRootDir}}' 2>&1), not $dst"; exit 1; fi
+"""))
+    result = ctx.remote.run(LINES.join(script))
     if not result.ok:
         raise StepFailed(result.error_line())
     if want is not config:

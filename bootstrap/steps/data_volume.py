@@ -25,13 +25,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-import shlex
 import uuid as uuidlib
 from dataclasses import dataclass
 
 from bootstrap.facts import LOGIN, Fact
 from bootstrap.options import BootstrapOptions, volume_cloud
-from bootstrap.shell import atomic_write
+from bootstrap.shell import LINES, Sh, atomic_write, sh, words
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok, skipped
 
 FS_LABEL = "workbench-data"
@@ -72,7 +71,7 @@ def discovery_devices() -> tuple[str, ...]:
 
 
 def facts_snippet(device: str | None, mount: str, wait_seconds: int,
-                  volume_id: str | None = None) -> str:
+                  volume_id: str | None = None) -> Sh:
     """Shell that prints what the step needs to know about the disk and the mount point."""
     if volume_id:
         candidates = declared_devices(volume_id)
@@ -80,25 +79,25 @@ def facts_snippet(device: str | None, mount: str, wait_seconds: int,
         candidates = (device,)
     else:
         candidates = discovery_devices()
-    words = " ".join(shlex.quote(d) for d in candidates)
-    xen = ""
+    xen = Sh("")
     if volume_id and volume_cloud(volume_id) == "aws":
-        xen = ('[ "$(cat /sys/hypervisor/type 2>/dev/null)" = xen ] && '
-               f'[ -e {AWS_XEN_DEVICE} ] && echo {AWS_XEN_DEVICE}; ')
-    aws_nvme = "" if (device or volume_id) else (
+        xen = sh('[ "$(cat /sys/hypervisor/type 2>/dev/null)" = xen ] && '
+                 '[ -e {xen} ] && echo {xen}; ', xen=AWS_XEN_DEVICE)
+    aws_nvme = Sh("") if (device or volume_id) else sh(
         # EBS data volumes on Nitro: by-id names with the volume ID, not the root disk.
-        f'for d in {shlex.quote(DISK_BY_ID)}/nvme-Amazon_Elastic_Block_Store_vol*; do '
+        'for d in {by_id}/nvme-Amazon_Elastic_Block_Store_vol*; do '
         '[ -e "$d" ] || continue; case "$d" in *-part*) continue;; esac; '
-        'r=$(readlink -f "$d"); [ "$r" = "$root_disk" ] && continue; echo "$d"; done; ')
+        'r=$(readlink -f "$d"); [ "$r" = "$root_disk" ] && continue; echo "$d"; done; ',
+        by_id=DISK_BY_ID)
     declared = "yes" if (device or volume_id) else ""
-    return rf"""
+    return sh(r"""
 root_src=$(findmnt -n -o SOURCE / 2>/dev/null)
 root_disk=/dev/$(lsblk -n -o PKNAME "$root_src" 2>/dev/null | head -n 1)
-wb_find() {{ for d in {words}; do [ -e "$d" ] && echo "$d"; done; {xen}{aws_nvme}}}
-wb_n={int(wait_seconds) * 5}
+wb_find() {{ for d in {candidates}; do [ -e "$d" ] && echo "$d"; done; {xen}{aws_nvme}}}
+wb_n={polls}
 dev=$(wb_find | head -n 1)
 # An attachment can land a little after boot: wait (bounded) when one is declared.
-while [ -z "$dev" ] && [ "$wb_n" -gt 0 ] && [ -n "{declared}" ]; do
+while [ -z "$dev" ] && [ "$wb_n" -gt 0 ] && [ -n {declared} ]; do
   sleep 0.2; wb_n=$((wb_n - 1)); dev=$(wb_find | head -n 1)
 done
 echo "device=$dev"
@@ -111,13 +110,14 @@ if [ -n "$dev" ]; then
   echo "signatures=$(wipefs -n "$real" 2>/dev/null | tail -n +2 | wc -l)"
 fi
 # What the mount point holds now (the top mount where mounts are stacked).
-wb_m=$(findmnt -n -o SOURCE,FSTYPE --mountpoint {shlex.quote(mount)} 2>/dev/null | tail -n 1)
+wb_m=$(findmnt -n -o SOURCE,FSTYPE --mountpoint {mount} 2>/dev/null | tail -n 1)
 echo "mounted=${{wb_m%% *}}"
 echo "mounted_fstype=$(echo "${{wb_m#* }}" | tr -d ' ')"
 case "$wb_m" in /dev/*) echo "mounted_real=$(readlink -f "${{wb_m%% *}}")" ;; esac
-echo "workspace_owner=$(stat -c %U {shlex.quote(mount + '/workspace')} 2>/dev/null)"
+echo "workspace_owner=$(stat -c %U {workspace} 2>/dev/null)"
 echo "fstab_b64=$(base64 -w0 /etc/fstab 2>/dev/null)"
-"""
+""", candidates=words(candidates), xen=xen, aws_nvme=aws_nvme, polls=int(wait_seconds) * 5,
+              declared=declared, mount=mount, workspace=mount + "/workspace")
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ def fstab_with_mount(fstab: bytes | None, uuid: str, mount: str, fs_type: str = 
     return ("\n".join([*kept, line]) + "\n").encode()
 
 
-def _facts_command(o: BootstrapOptions) -> str:
+def _facts_command(o: BootstrapOptions) -> Sh:
     device = o.data_device if o.data_device != "none" else None
     return facts_snippet(device, o.data_mount, int(o.wait_timeout), o.data_volume_id)
 
@@ -251,7 +251,7 @@ def run(ctx: HostContext) -> StepOutcome:
     user, group = login.user, login.group
     workspace = f"{mount}/workspace"
     actions: list[tuple[str, str]] = []  # (done, to do): for the report and --check
-    script: list[str] = []
+    script: list[Sh] = []
     uuid = f.fs_uuid
     fs_type = f.mounted_fstype if f.mounted_from else f.fs_type
     if f.blank:
@@ -260,12 +260,13 @@ def run(ctx: HostContext) -> StepOutcome:
         # The UUID is chosen here so the fstab line can be written in the same trip.
         uuid = str(uuidlib.uuid4())
         fs_type = "ext4"
-        script.append(
+        script.append(sh(
             # Probe again right before mkfs: never format what gained a filesystem.
-            f"if blkid -p {shlex.quote(f.real or '')} >/dev/null 2>&1; then "
+            "if blkid -p {real} >/dev/null 2>&1; then "
             "echo 'ERROR: the disk is no longer blank; not formatted'; exit 5; fi; "
-            f"mkfs.ext4 -q -F -m 0 -L {FS_LABEL} -U {uuid} {shlex.quote(f.real or '')} "
-            "|| { echo 'ERROR: mkfs.ext4 failed'; exit 1; }")
+            "mkfs.ext4 -q -F -m 0 -L {label} -U {uuid} {real} "
+            "|| {{ echo 'ERROR: mkfs.ext4 failed'; exit 1; }}",
+            real=f.real or "", label=FS_LABEL, uuid=uuid))
     elif f.fs_type != "ext4" and not f.mounted_from:
         raise StepFailed(f"{f.device} holds {f.fs_type}, not ext4; not formatting a disk that "
                          "has data (format it yourself, or mount it and rerun)")
@@ -277,22 +278,22 @@ def run(ctx: HostContext) -> StepOutcome:
                         f"set /etc/fstab: {mount} by UUID ({fs_type}), nofail, before docker"))
         expected = None if f.fstab is None else hashlib.sha256(f.fstab).hexdigest()
         script.append(atomic_write("/etc/fstab", want_fstab, expected_sha256=expected)
-                      + " || exit $?")
+                      + Sh(" || exit $?"))
     if not f.mounted_from:
         actions.append((f"mounted at {mount}", f"mount at {mount}"))
-        script.append(f"mkdir -p {shlex.quote(mount)} && mount {shlex.quote(mount)} "
-                      "|| { echo 'ERROR: mount failed'; exit 1; }")
+        script.append(sh("mkdir -p {mount} && mount {mount} "
+                         "|| {{ echo 'ERROR: mount failed'; exit 1; }}", mount=mount))
     if f.blank or f.workspace_owner != user:
         # The Clara workspace lives on the volume and belongs to the login user.
         actions.append((f"made workspace {workspace} for {user}",
                         f"make workspace {workspace} for {user}"))
-        ws = shlex.quote(workspace)
-        script.append(f"mkdir -p {ws} && chown {shlex.quote(user)}:{shlex.quote(group)} {ws}")
+        script.append(sh("mkdir -p {ws} && chown {owner} {ws}", ws=workspace,
+                         owner=f"{user}:{group}"))
     if not actions:
         return ok(f"{f.device} ({fs_type}) mounted at {mount}; nothing formatted")
     if ctx.options.check:
         return ctx.would("; ".join(todo for _, todo in actions))
-    result = ctx.remote.run("set -e\n" + "\n".join(script))
+    result = ctx.remote.run(LINES.join([Sh("set -e"), *script]))
     if not result.ok:
         raise StepFailed(result.error_line())
     return changed("; ".join(done for done, _ in actions))

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from bootstrap.container_spec import LABEL_CONFIG, inspect_port_bindings, workspace_path
 from bootstrap.facts import LOGIN, Fact, json_object_or_none
-from bootstrap.shell import replace_container
+from bootstrap.shell import LINES, SPACE, Sh, replace_container, sh, words
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok
 
-q = shlex.quote
 MLFLOW_VERSION = "3.17.2"
 MLFLOW_IMAGE = f"ghcr.io/mlflow/mlflow:v{MLFLOW_VERSION}"
 MLFLOW_PORT = 5001  # never 5000: AIAA's
@@ -59,19 +57,21 @@ class MlflowSpec:
         data = {**asdict(self), "command": self.command}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
-    def run_command(self) -> str:
-        return " ".join([
-            "docker run -d", f"--name {q(self.name)}", f"--restart {q(self.restart)}",
-            f"-p {self.bind}:{self.port}:{self.port}", f"-v {q(self.store)}:/mlflow",
-            f"--label {LABEL_CONFIG}={self.config_hash()}",
-            q(self.image), " ".join(q(c) for c in self.command),
+    def run_command(self) -> Sh:
+        return SPACE.join([
+            Sh("docker run -d"), sh("--name {name}", name=self.name),
+            sh("--restart {restart}", restart=self.restart),
+            sh("-p {bind}:{port}:{port}", bind=self.bind, port=self.port),
+            sh("-v {store}:/mlflow", store=self.store),
+            sh("--label {label}={value}", label=LABEL_CONFIG, value=self.config_hash()),
+            sh("{image}", image=self.image), words(self.command),
         ])
 
 
 MLFLOW: Fact[dict[str, Any] | None] = Fact(
     "mlflow",
-    lambda _: f"docker inspect --type container {MLFLOW_CONTAINER} --format '{{{{json .}}}}' "
-              "2>/dev/null || echo absent",
+    lambda _: sh("docker inspect --type container {name} --format '{{{{json .}}}}' "
+                 "2>/dev/null || echo absent", name=MLFLOW_CONTAINER),
     json_object_or_none)
 
 
@@ -94,6 +94,30 @@ def differences(spec: MlflowSpec, inspect: dict[str, Any] | None) -> list[str]:
     return reasons
 
 
+# After the line that sets $wb_name, $wb_health and $wb_timeout (seconds).
+WAIT_FOR_HEALTH = Sh(r"""
+wb_get() {
+  if command -v curl >/dev/null 2>&1; then curl -fsS -m 2 "$wb_health"
+  elif command -v wget >/dev/null 2>&1; then wget -q -T 2 -O - "$wb_health"
+  else python3 -c 'import sys,urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode())' "$wb_health"; fi
+}
+n=0
+restarts() { docker inspect -f '{{.RestartCount}}' "$wb_name" 2>/dev/null; }
+before=$(restarts)
+until [ "$(wb_get 2>/dev/null)" = OK ]; do
+  # The restart policy brings a crashing server back: a new restart means it died.
+  if [ "$(restarts)" != "$before" ] || { [ "$(docker inspect -f '{{.State.Running}}' "$wb_name" 2>/dev/null)" != true ] && [ $n -gt 10 ]; }; then
+    echo "ERROR: $wb_name exited: $(docker logs --tail 3 "$wb_name" 2>&1 | tr '\n' ' ')"; exit 1
+  fi
+  n=$((n + 1))
+  if [ $n -ge $((wb_timeout * 2)) ]; then
+    echo "ERROR: $wb_name did not answer $wb_health within ${wb_timeout}s: $(docker logs --tail 2 "$wb_name" 2>&1 | tr '\n' ' ')"; exit 1
+  fi
+  sleep 0.5
+done
+""")
+
+
 def run(ctx: HostContext) -> StepOutcome:
     login = ctx.fact(LOGIN)
     running = ctx.fact(MLFLOW)
@@ -108,42 +132,23 @@ def run(ctx: HostContext) -> StepOutcome:
     why = f"from {spec.image}" if verb == "create" else f"({', '.join(reasons)})"
     if ctx.options.check:
         return ctx.would(f"{verb} {spec.name} {why}")
-    owner = f"{q(login.user)}:{q(login.group)}"
-    script = [f"""
+    script = [sh("""
 set -u
-store={q(spec.store)}
+store={store}
 if [ ! -d "$store/artifacts" ]; then
-  mkdir -p "$store/artifacts" && chown {owner} "$store" "$store/artifacts" || {{ echo "ERROR: cannot create $store"; exit 1; }}
+  mkdir -p "$store/artifacts" && chown {user}:{group} "$store" "$store/artifacts" || {{ echo "ERROR: cannot create $store"; exit 1; }}
 fi
-"""]
+""", store=spec.store, user=login.user, group=login.group)]
     if replace:
         script.extend(replace_container(spec.image, spec.name, spec.run_command()))
     else:
-        script.append(f'if ! out=$(docker start {q(spec.name)} 2>&1); then '
-                      'echo "ERROR: docker start failed: $(echo "$out" | tail -n 1)"; exit 1; fi')
-    health = f"http://127.0.0.1:{spec.port}/health"
-    script.append(f"""
-wb_get() {{
-  if command -v curl >/dev/null 2>&1; then curl -fsS -m 2 {health}
-  elif command -v wget >/dev/null 2>&1; then wget -q -T 2 -O - {health}
-  else python3 -c 'import sys,urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode())' {health}; fi
-}}
-n=0
-restarts() {{ docker inspect -f '{{{{.RestartCount}}}}' {q(spec.name)} 2>/dev/null; }}
-before=$(restarts)
-until [ "$(wb_get 2>/dev/null)" = OK ]; do
-  # The restart policy brings a crashing server back: a new restart means it died.
-  if [ "$(restarts)" != "$before" ] || {{ [ "$(docker inspect -f '{{{{.State.Running}}}}' {q(spec.name)} 2>/dev/null)" != true ] && [ $n -gt 10 ]; }}; then
-    echo "ERROR: {spec.name} exited: $(docker logs --tail 3 {q(spec.name)} 2>&1 | tr '\\n' ' ')"; exit 1
-  fi
-  n=$((n + 1))
-  if [ $n -ge {HEALTH_TIMEOUT_S * 2} ]; then
-    echo "ERROR: {spec.name} did not answer {health} within {HEALTH_TIMEOUT_S}s: $(docker logs --tail 2 {q(spec.name)} 2>&1 | tr '\\n' ' ')"; exit 1
-  fi
-  sleep 0.5
-done
-""")
-    result = ctx.remote.run("\n".join(script), timeout=3600)
+        script.append(sh("if ! out=$(docker start {name} 2>&1); then "
+                         'echo "ERROR: docker start failed: $(echo "$out" | tail -n 1)"; exit 1; fi',
+                         name=spec.name))
+    script.append(sh("wb_name={name}; wb_health={health}; wb_timeout={timeout}",
+                     name=spec.name, health=f"http://127.0.0.1:{spec.port}/health",
+                     timeout=HEALTH_TIMEOUT_S) + WAIT_FOR_HEALTH)
+    result = ctx.remote.run(LINES.join(script), timeout=3600)
     if not result.ok:
         raise StepFailed(result.error_line())
     ctx.add_service("MLflow", url, spec.port)

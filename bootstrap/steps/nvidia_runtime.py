@@ -17,23 +17,25 @@ from bootstrap.facts import DOCKER_INFO, Fact, path_or_none
 from bootstrap.remote import parse_sections
 from bootstrap.shell import (
     DOCKERD_FUNCTIONS,
+    LINES,
     VALIDATE_DAEMON_JSON,
+    Sh,
     atomic_write,
     sha256_hex,
 )
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok
 
 NVIDIA_RUNTIME_BIN: Fact[str | None] = Fact(
-    "nvidia_runtime_bin", lambda _: "command -v nvidia-container-runtime || echo absent",
+    "nvidia_runtime_bin", lambda _: Sh("command -v nvidia-container-runtime || echo absent"),
     path_or_none)
 DOCKERD_BIN: Fact[str | None] = Fact(
-    "dockerd", lambda _: "command -v dockerd || echo absent", path_or_none)
+    "dockerd", lambda _: Sh("command -v dockerd || echo absent"), path_or_none)
 
-WAIT_FOR_RUNTIME = """
+WAIT_FOR_RUNTIME = Sh("""
 if ! wb_wait_for 30 sh -c 'docker info --format "{{json .Runtimes}}" 2>/dev/null | grep -q "\\"nvidia\\""'
 then echo "ERROR: dockerd does not list the nvidia runtime after the change"; exit 1; fi
 echo "@@runtimes"; docker info --format '{{json .Runtimes}}'
-"""
+""")
 
 
 def run(ctx: HostContext) -> StepOutcome:
@@ -60,25 +62,25 @@ def run(ctx: HostContext) -> StepOutcome:
         return ok(f"runtimes.nvidia in {DAEMON_JSON} ({form}); dockerd lists it")
 
     actions = []
-    script = [DOCKERD_FUNCTIONS]
+    script: list[Sh] = [DOCKERD_FUNCTIONS]
     new_bytes = daemon_json.render(want) if need_write else None
     if new_bytes is not None:
         actions.append(f"added runtimes.nvidia to {DAEMON_JSON}"
                        + ("" if ctx.daemon_json is not None else " (new file)"))
         script.append(atomic_write(
             DAEMON_JSON, new_bytes, expected_sha256=sha256_hex(ctx.daemon_json),
-            validate=VALIDATE_DAEMON_JSON) + " || exit $?")
+            validate=VALIDATE_DAEMON_JSON) + Sh(" || exit $?"))
     if not ctx.docker_running:
         actions.append("started dockerd")
-        script.append('wb_docker_start || { echo "ERROR: dockerd did not start"; exit 1; }')
+        script.append(Sh('wb_docker_start || { echo "ERROR: dockerd did not start"; exit 1; }'))
     else:
         actions.append("reloaded dockerd")
-        script.append('echo "@@reload"; wb_docker_reload || exit 1')
+        script.append(Sh('echo "@@reload"; wb_docker_reload || exit 1'))
     script.append(WAIT_FOR_RUNTIME)
     if ctx.options.check:
         return ctx.would("; ".join(a.replace("added", "add").replace("started", "start")
                                    .replace("reloaded", "reload") for a in actions))
-    result = ctx.remote.run("\n".join(script))
+    result = ctx.remote.run(LINES.join(script))
     if not result.ok:
         raise StepFailed(result.error_line())
     sections = parse_sections(result.stdout)

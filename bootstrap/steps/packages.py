@@ -16,23 +16,23 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import shlex
 
 from bootstrap.container_spec import PACKAGES_DIR, PYTHONUSERBASE, workspace_path
 from bootstrap.facts import LOGIN, Fact
 from bootstrap.options import BootstrapOptions
+from bootstrap.shell import Sh, sh
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok, skipped
 
-q = shlex.quote
 # Beside the extra packages in the workspace: the sha256 of the requirements installed.
 PACKAGES_HASH_FILE = "requirements.sha256"
 
 
-def _packages_sha_command(o: BootstrapOptions) -> str:
+def _packages_sha_command(o: BootstrapOptions) -> Sh:
     # The workspace as the host sees it: ~ is the login user's home.
-    ws = ('"$home"' + q(o.workspace[1:]) if o.workspace.startswith("~")
-          else q(o.workspace))
-    return f"cat {ws}/{q(PACKAGES_DIR)}/{PACKAGES_HASH_FILE} 2>/dev/null"
+    ws = (sh('"$home"{rest}', rest=o.workspace[1:]) if o.workspace.startswith("~")
+          else sh("{ws}", ws=o.workspace))
+    return sh("cat {ws}/{packages_dir}/{hash_file} 2>/dev/null",
+              ws=ws, packages_dir=PACKAGES_DIR, hash_file=PACKAGES_HASH_FILE)
 
 
 PACKAGES_SHA: Fact[str | None] = Fact("packages_sha", _packages_sha_command,
@@ -61,27 +61,27 @@ def run(ctx: HostContext) -> StepOutcome:
         return ctx.would(f"pip install --user {listed} in {o.container_name}")
     login = ctx.fact(LOGIN)
     host_dir = f"{workspace_path(o.workspace, login.home)}/{PACKAGES_DIR}"
-    owner = f"{q(login.user)}:{q(login.group)}"
     payload = base64.b64encode(requirements_text(o.requirements)).decode()
-    name = q(o.container_name)
-    script = f"""
+    script = sh("""
 set -u
-d={q(host_dir)}
+d={host_dir}
 mkdir -p "$d" || {{ echo "ERROR: cannot create $d"; exit 1; }}
-printf '%s' {q(payload)} | base64 -d > "$d/requirements.txt"
-rm -f "$d/{PACKAGES_HASH_FILE}"
+printf '%s' {payload} | base64 -d > "$d/requirements.txt"
+rm -f "$d"/{hash_file}
 # pip inside the container, as its user, into the user site on the workspace.
 # PIP_BREAK_SYSTEM_PACKAGES: images whose Python is marked externally managed
 # (PEP 668) refuse --user installs otherwise; the user site is ours, not the OS's.
-if ! out=$(docker exec -e PYTHONUSERBASE={q(PYTHONUSERBASE)} -e PIP_BREAK_SYSTEM_PACKAGES=1 \\
+if ! out=$(docker exec -e PYTHONUSERBASE={userbase} -e PIP_BREAK_SYSTEM_PACKAGES=1 \\
     -e PIP_DISABLE_PIP_VERSION_CHECK=1 -e PIP_ROOT_USER_ACTION=ignore {name} \\
-    python3 -m pip install --user -q -r {q(PYTHONUSERBASE + '/requirements.txt')} 2>&1); then
-  echo "ERROR: pip install in {o.container_name} failed: $(echo "$out" | grep -v '^ *$' | tail -n 2 | tr '\\n' ' ')"
+    python3 -m pip install --user -q -r {requirements} 2>&1); then
+  echo "ERROR: pip install in" {name} "failed: $(echo "$out" | grep -v '^ *$' | tail -n 2 | tr '\\n' ' ')"
   exit 1
 fi
-printf '%s\\n' {q(want)} > "$d/{PACKAGES_HASH_FILE}"
-chown -R {owner} "$d"
-"""
+printf '%s\\n' {want} > "$d"/{hash_file}
+chown -R {user}:{group} "$d"
+""", host_dir=host_dir, payload=payload, hash_file=PACKAGES_HASH_FILE, userbase=PYTHONUSERBASE,
+        name=o.container_name, requirements=PYTHONUSERBASE + "/requirements.txt", want=want,
+        user=login.user, group=login.group)
     result = ctx.remote.run(script, timeout=3600)
     if not result.ok:
         raise StepFailed(result.error_line())

@@ -7,13 +7,12 @@ except what holds a credential (CHMOD_HOME_PRUNE), which keeps its mode.
 from __future__ import annotations
 
 import hashlib
-import shlex
 
 from bootstrap.bashrc import UMASK_LINE, umask_line_count, with_umask_once
 from bootstrap.container_spec import TOKEN_DIR
 from bootstrap.facts import LOGIN, Fact, b64_or_none
 from bootstrap.options import BootstrapOptions
-from bootstrap.shell import atomic_write
+from bootstrap.shell import LINES, Sh, atomic_write, sh
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok
 
 # What `--chmod-home` leaves alone (relative to the home; a directory is skipped
@@ -43,19 +42,20 @@ CHMOD_HOME_PRUNE = (
 
 BASHRC: Fact[bytes | None] = Fact(
     "bashrc",
-    lambda _: 'if [ -f "$home/.bashrc" ]; then base64 -w0 "$home/.bashrc"; echo; '
-              "else echo absent; fi",
+    lambda _: Sh('if [ -f "$home/.bashrc" ]; then base64 -w0 "$home/.bashrc"; echo; '
+                 "else echo absent; fi"),
     b64_or_none, needs=(LOGIN,))
 
 
-def _chmod_home_command(o: BootstrapOptions) -> str:
+def _chmod_home_command(o: BootstrapOptions) -> Sh:
     """The first path under the home that a+rX would change (only with --chmod-home)."""
     if not o.chmod_home:
-        return ":"
-    prune = " -o ".join(f'-path "$home/{p}"' for p in CHMOD_HOME_PRUNE)
-    return (f'find "$home" \\( {prune} \\) -prune -o ! -type l \\( '
-            r'\( -type d ! -perm -005 \) -o \( ! -type d ! -perm -004 \) '
-            r'-o \( ! -type d -perm /111 ! -perm -001 \) \) -print -quit 2>/dev/null')
+        return Sh(":")
+    prune = Sh(" -o ").join(sh('-path "$home"/{p}', p=p) for p in CHMOD_HOME_PRUNE)
+    return sh('find "$home" \\( {prune} \\) -prune -o ! -type l \\( '
+              r'\( -type d ! -perm -005 \) -o \( ! -type d ! -perm -004 \) '
+              r'-o \( ! -type d -perm /111 ! -perm -001 \) \) -print -quit 2>/dev/null',
+              prune=prune)
 
 
 CHMOD_HOME_OFFENDER: Fact[str] = Fact("chmod_home", _chmod_home_command, str.strip,
@@ -69,7 +69,7 @@ def run(ctx: HostContext) -> StepOutcome:
     bashrc_path = f"{login.home}/.bashrc"
     want = with_umask_once(bashrc)
     actions = []
-    script = []
+    script: list[Sh] = []
     if want != (bashrc or b""):
         expected = None if bashrc is None else hashlib.sha256(bashrc).hexdigest()
         count = umask_line_count(bashrc)
@@ -83,22 +83,23 @@ def run(ctx: HostContext) -> StepOutcome:
             bashrc_path, want, expected_sha256=expected, new_mode="644",
             new_owner=f"{login.user}:{login.group}",
             # Refuse to install a .bashrc that bash cannot parse.
-            validate='if command -v bash >/dev/null 2>&1; then bash -n "$1"; fi',
-        ) + " || exit $?")
+            validate=Sh('if command -v bash >/dev/null 2>&1; then bash -n "$1"; fi'),
+        ) + Sh(" || exit $?"))
     if ctx.options.chmod_home and offender:
         actions.append(f"chmod -R a+rX {login.home} (first: {offender})")
-        home = shlex.quote(login.home)
-        prune = " -o ".join(f"-path {shlex.quote(login.home + '/' + p)}" for p in CHMOD_HOME_PRUNE)
-        script.append(f"find {home} \\( {prune} \\) -prune -o ! -type l "
-                      "-exec chmod a+rX {} + "
-                      "|| { echo 'ERROR: chmod of the home failed'; exit 1; }")
+        prune = Sh(" -o ").join(sh("-path {p}", p=login.home + "/" + p)
+                                for p in CHMOD_HOME_PRUNE)
+        script.append(sh("find {home} \\( {prune} \\) -prune -o ! -type l "
+                         "-exec chmod a+rX {{}} + "
+                         "|| {{ echo 'ERROR: chmod of the home failed'; exit 1; }}",
+                         home=login.home, prune=prune))
     if not actions:
         extra = "; home already a+rX" if ctx.options.chmod_home else ""
         return ok(f"umask 0002 once in {bashrc_path}{extra}")
     if ctx.options.check:
         return ctx.would("; ".join(actions).replace("created", "create").replace(
             "added", "add").replace("removed", "remove"))
-    result = ctx.remote.run("\n".join(script))
+    result = ctx.remote.run(LINES.join(script))
     if not result.ok:
         raise StepFailed(result.error_line())
     return changed("; ".join(actions))

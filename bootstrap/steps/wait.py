@@ -11,22 +11,22 @@ from __future__ import annotations
 
 from bootstrap.facts import Fact
 from bootstrap.options import BootstrapOptions
+from bootstrap.shell import Sh, sh
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, ok
 
 
-def _cloud_init_command(o: BootstrapOptions) -> str:
-    seconds = int(o.wait_timeout)
-    return f"""if command -v cloud-init >/dev/null 2>&1; then
+def _cloud_init_command(o: BootstrapOptions) -> Sh:
+    return sh("""if command -v cloud-init >/dev/null 2>&1; then
   timeout {seconds} cloud-init status --wait >/dev/null 2>&1; rc=$?
   echo "rc=$rc"; cloud-init status 2>/dev/null | head -n 1
 else
   echo absent
-fi"""
+fi""", seconds=int(o.wait_timeout))
 
 
-def _dpkg_lock_command(o: BootstrapOptions) -> str:
+def _dpkg_lock_command(o: BootstrapOptions) -> Sh:
     # Bounded by the same --wait-timeout as cloud-init, counted from the start.
-    return rf"""deadline=$(( wb_start + {int(o.wait_timeout)} ))
+    return sh(r"""deadline=$(( wb_start + {seconds} ))
 # apt takes fcntl locks on these files; flock(1) would not see them, fuser does.
 lock_holders() {{
   if command -v fuser >/dev/null 2>&1; then
@@ -50,7 +50,7 @@ else
   else
     echo "free waited=$waited"
   fi
-fi"""
+fi""", seconds=int(o.wait_timeout))
 
 
 CLOUD_INIT: Fact[str] = Fact("cloud_init", _cloud_init_command, str.strip)

@@ -62,7 +62,7 @@ def test_changed_settings_or_token_replace() -> None:
 
 
 def test_run_command_publishes_ports_runtime_and_keeps_token_off_the_command_line() -> None:
-    argv = shlex.split(SPEC.run_command("/home/u/.config/gpu-workbench/container.env", "abc"))
+    argv = shlex.split(str(SPEC.run_command("/home/u/.config/gpu-workbench/container.env", "abc")))
     joined = " ".join(argv)
     assert "--runtime nvidia" in joined and "--restart unless-stopped" in joined
     assert "-p 8890:8888" in joined and "-p 5000:5000" in joined
@@ -80,14 +80,14 @@ def test_presets_bring_their_ports_and_jupyter_start_unknown_images_keep_the_def
     spec = spec_for_image("workbench", "projectmonai/monailabel:0.8.5", monai, "/w")
     # The image has no JupyterLab: MONAI Label's server is the container's process.
     assert spec.port_bindings == {("8000/tcp", "8000")}
-    argv = shlex.split(spec.run_command("/e", "abc"))
+    argv = shlex.split(str(spec.run_command("/e", "abc")))
     assert "-p 8000:8000" in " ".join(argv) and "8890" not in " ".join(argv)
     assert "5000" not in " ".join(argv) and "jupyter" not in argv[-1]
     assert "exec monailabel start_server --app /workspace/apps/radiology" in argv[-1]
     assert "--host 0.0.0.0 --port 8000" in argv[-1]
     clara = spec_for_image("workbench", "nvcr.io/nvidia/clara-train-sdk:v4.1",
                            find_preset("clara-train"), "/w")
-    clara_start = shlex.split(clara.run_command("/e", "abc"))[-1]
+    clara_start = shlex.split(str(clara.run_command("/e", "abc")))[-1]
     assert clara_start.index("AIAA start") < clara_start.index("exec jupyter lab --ip=0.0.0.0")
     unknown = spec_for_image("workbench", "ghcr.io/lab/seg:2.1", None, "/w")
     assert unknown.port_bindings == {("8888/tcp", "8890"), ("5000/tcp", "5000")}
@@ -97,4 +97,4 @@ def test_presets_bring_their_ports_and_jupyter_start_unknown_images_keep_the_def
     with_packages = spec_for_image("workbench", "ghcr.io/lab/seg:2.1", None, "/w",
                                    packages=True)
     assert with_packages.config_hash() != unknown.config_hash()
-    assert f"-e PYTHONUSERBASE={PYTHONUSERBASE}" in with_packages.run_command("/e", "abc")
+    assert f"-e PYTHONUSERBASE={PYTHONUSERBASE}" in str(with_packages.run_command("/e", "abc"))

@@ -144,7 +144,7 @@ def test_file_changed_between_read_and_write_is_not_overwritten(host: TestHost) 
     host.write_file(DAEMON_JSON, b'{"debug": true}\n')
     seen = sha256_hex(b'{"debug": false}\n')  # what we "read" earlier
     script = atomic_write(DAEMON_JSON, b"{}\n", expected_sha256=seen)
-    proc = host.exec(script, check=False)
+    proc = host.exec(script.text, check=False)
     assert proc.returncode == 3
     assert b"changed since it was read" in proc.stdout
     assert host.read_file(DAEMON_JSON) == b'{"debug": true}\n'
@@ -160,7 +160,7 @@ def test_a_new_file_that_fails_validation_never_replaces_the_old(host: TestHost)
     host.write_file(DAEMON_JSON, old)
     script = atomic_write(DAEMON_JSON, b'{"debug": tru', expected_sha256=sha256_hex(old),
                           validate=VALIDATE_DAEMON_JSON)
-    proc = host.exec(script, check=False)
+    proc = host.exec(script.text, check=False)
     assert proc.returncode == 4
     assert b"ERROR: new /etc/docker/daemon.json failed validation, old file kept" in proc.stdout
     assert host.read_file(DAEMON_JSON) == old

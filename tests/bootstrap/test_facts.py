@@ -12,12 +12,13 @@ from bootstrap import facts as shared_facts
 from bootstrap.facts import LOGIN, Fact, FactsIncomplete, facts_command, parse_facts, with_needs
 from bootstrap.options import BootstrapOptions
 from bootstrap.runner import ALL_STEPS, STEPS
+from bootstrap.shell import sh
 from bootstrap.steps.base import HostContext, Step, ok
 from bootstrap.steps.umask import BASHRC
 
 
 def fact(name: str, needs: tuple[Fact[Any], ...] = ()) -> Fact[str]:
-    return Fact(name, lambda _: f"echo {name}", str.strip, needs=needs)
+    return Fact(name, lambda _: sh("echo {name}", name=name), str.strip, needs=needs)
 
 
 def test_needs_come_first_and_each_fact_once() -> None:
@@ -58,7 +59,7 @@ def test_no_step_declares_another_steps_facts() -> None:
 def test_one_command_reads_every_steps_facts_and_parses_back() -> None:
     """The whole bootstrap's facts are one POSIX sh script; each section parses."""
     facts = [f for step in STEPS.values() for f in step.facts]
-    script = facts_command(facts, BootstrapOptions(chmod_home=True))
+    script = facts_command(facts, BootstrapOptions(chmod_home=True)).text
     for shell in ("sh", "bash"):
         check = subprocess.run([shell, "-n"], input=script, text=True, capture_output=True)
         assert check.returncode == 0, check.stderr

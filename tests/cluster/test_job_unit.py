@@ -148,7 +148,7 @@ def test_job_files_that_are_not_job_files(text: str, message: str) -> None:
 def test_the_shipped_example_job_file_renders_a_valid_script() -> None:
     text = (PROJECT / "examples" / "slurm-job.yaml").read_text()
     job = validate(merge_options(parse_job_file(text, "example"), {}, "example"))
-    script = render_batch_script(job)
+    script = render_batch_script(job).text
     assert syntax_ok(script)
     assert "#SBATCH --gres=gpu:2\n" in script
     assert "#SBATCH --time=0-04:00:00\n" in script
@@ -204,7 +204,7 @@ def test_apptainer_script_carries_every_requested_option() -> None:
         binds=("/opt/licenses:/licenses", "/etc/ssl/certs"),
         modules=("apptainer/1.2", "cuda/12.2"),
     )
-    script = render_batch_script(job)
+    script = render_batch_script(job).text
     assert syntax_ok(script)
     assert script.splitlines()[:13] == [
         "#!/bin/bash",
@@ -237,7 +237,7 @@ def test_apptainer_script_carries_every_requested_option() -> None:
 
 
 def test_singularity_without_nv_and_the_default_log_path() -> None:
-    script = render_batch_script(spec(runtime="singularity", nv=False, gpus=0))
+    script = render_batch_script(spec(runtime="singularity", nv=False, gpus=0)).text
     assert syntax_ok(script)
     assert "singularity exec \\\n" in script and "--nv" not in script
     assert "--gres" not in script
@@ -248,7 +248,7 @@ def test_singularity_without_nv_and_the_default_log_path() -> None:
 def test_charliecloud_script_uses_ch_run_binds_and_a_separator() -> None:
     script = render_batch_script(
         spec(runtime="charliecloud", image="/images/busybox", code="/src", data="/data")
-    )
+    ).text
     assert syntax_ok(script)
     assert (
         "ch-run \\\n  -b /src:/workspace/code \\\n  -b /data:/workspace/data \\\n"
@@ -259,7 +259,7 @@ def test_charliecloud_script_uses_ch_run_binds_and_a_separator() -> None:
 def test_staging_and_requirements_use_scratch_with_a_tmp_fallback() -> None:
     script = render_batch_script(
         spec(stage_data="/project/data.tar", requirements="~/src/exp/requirements.txt")
-    )
+    ).text
     assert syntax_ok(script)
     assert 'scratch="$SLURM_TMPDIR/workbench"' in script
     assert 'scratch="/tmp/workbench-$(id -un)-$SLURM_JOB_ID"' in script
@@ -271,7 +271,7 @@ def test_staging_and_requirements_use_scratch_with_a_tmp_fallback() -> None:
 
 def run_runtime_line_under_bash(job: JobSpec) -> list[str]:
     """The argv the batch script hands the runtime, as bash itself splits it."""
-    script = render_batch_script(job)
+    script = render_batch_script(job).text
     probe = f"{job.runtime}() {{ printf '%s\\0' \"$@\"; }}\nSLURM_JOB_ID=7\n{script}"
     out = subprocess.run(["bash", "-c", probe], capture_output=True, check=True).stdout
     return out.decode().split("\0")[:-1]
@@ -354,7 +354,7 @@ def test_every_remote_snippet_parses_in_bash_and_posix_sh(shell: str) -> None:
         *(remote_scripts.pull_snippet(rt, "nvcr.io/nvidia/x:1", "~/sif") for rt in RUNTIMES),
     ]
     for snippet in snippets:
-        assert syntax_ok(snippet, shell), snippet
+        assert syntax_ok(snippet.text, shell), snippet
 
 
 STANDIN_APPTAINER = """#!/bin/sh
@@ -377,7 +377,7 @@ def run_pull_snippet(tmp_path: Path, password: str) -> subprocess.CompletedProce
     (bin_dir / "apptainer").chmod(0o755)
     snippet = remote_scripts.pull_snippet("apptainer", "nvcr.io/nvidia/pytorch:24.05-py3", "~/sif")
     return subprocess.run(
-        ["sh", "-c", snippet],
+        ["sh", "-c", snippet.text],
         input=f"$oauthtoken\n{password}\n",
         capture_output=True,
         text=True,
