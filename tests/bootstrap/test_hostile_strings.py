@@ -243,7 +243,8 @@ def test_data_device_and_mount_arrive_literally(bare_host: TestHost, loop_disk: 
     # A device that is not there: the step looked for exactly this path.
     missing = "/dev/" + one_line(50)
     assert run(data_device=missing) == (Status.FAILED,
-                                        f"data device {missing} not found after 1s")
+                                        (f"data device {missing} not found after 1s; "
+                                         "not putting the workspace on the root disk"))
 
     # A mount point with every hostile piece that fstab can hold (no white space).
     mount = "/mnt/d-" + "-".join(value.replace(" ", "") for _, value

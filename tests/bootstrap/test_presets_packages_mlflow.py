@@ -59,17 +59,20 @@ def test_old_driver_or_v100_refused_before_pulling_good_one_passes(python_host: 
     fake_nvidia_smi(host, "580.95.05, 7.0, Tesla V100-SXM2-16GB")
     v100 = run_steps(host, ("compat", "container"), image="pytorch")
     assert v100.status("compat") == "failed"
-    message = v100.message("compat")
-    assert "nvcr.io/nvidia/pytorch:25.10-py3 needs CUDA 13" in message
-    assert "Tesla V100-SXM2-16GB (compute capability 7.0" in message
-    assert "use pytorch-cuda12 (nvcr.io/nvidia/pytorch:25.01-py3)" in message
+    assert v100.message("compat") == (
+        "not pulling nvcr.io/nvidia/pytorch:25.10-py3: nvcr.io/nvidia/pytorch:25.10-py3 cannot "
+        "run on the Tesla V100-SXM2-16GB: CUDA 13 needs compute capability 7.5 or newer; the "
+        "Tesla V100-SXM2-16GB is 7.0; use pytorch-cuda12 (nvcr.io/nvidia/pytorch:25.01-py3), "
+        "or a newer GPU than this host's")
     assert host.out("docker ps -aq") == ""
 
     good = run_steps(host, ("nvidia-runtime", "compat", "container"), image="pytorch-cuda12")
     assert good.status("compat") == "ok", good.lines
     assert good.message("compat") == (
         "pytorch-cuda12 (nvcr.io/nvidia/pytorch:25.01-py3, CUDA 12.8) fits driver 580.95.05 "
-        "and the Tesla V100-SXM2-16GB (compute capability 7.0)")
+        "and the Tesla V100-SXM2-16GB (compute capability 7.0); "
+        "nvcr.io/nvidia/pytorch:25.01-py3 on the Tesla V100-SXM2-16GB (Volta) is unverified: "
+        "NGC 25.xx containers have refused pre-Turing GPUs")
     assert good.status("container") == "changed", good.lines
     # The facts command read nvidia-smi: the check cost no round trip of its own
     # (facts, nvidia-runtime, container).

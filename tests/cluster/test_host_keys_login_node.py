@@ -101,7 +101,7 @@ def test_an_impostor_login_node_gets_no_login_and_no_ngc_key(login_node: LoginNo
                     str(home / "genuine")], check=True)
     genuine = home / "genuine.pub"
     known.write_text(f"[127.0.0.1]:{port} {' '.join(genuine.read_text().split()[:2])}\n")
-    queue_before = login_node.run_as_user("squeue -h -t all -o %i").stdout
+    queue_before = sorted(login_node.run_as_user("squeue -h -t all -o %i").stdout.split())
     logins_before = accepted(login_node)
     message = (
         f"host key mismatch for [127.0.0.1]:{port}: known_hosts has {fingerprint(genuine)} "
@@ -116,7 +116,8 @@ def test_an_impostor_login_node_gets_no_login_and_no_ngc_key(login_node: LoginNo
     assert (submit.returncode, submit.stderr.strip()) == (2, f"slurm.submit: {message}")
 
     assert accepted(login_node) == logins_before
-    assert login_node.run_as_user("squeue -h -t all -o %i").stdout == queue_before
+    # squeue's order is by priority and state, not stable over time: compare the job ids.
+    assert sorted(login_node.run_as_user("squeue -h -t all -o %i").stdout.split()) == queue_before
     assert known.read_text().count("\n") == 1  # nothing recorded over it
 
 
