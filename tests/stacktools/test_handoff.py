@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,9 +36,10 @@ OUTPUTS = {
 
 def script(*args: str, env: dict[str, str] | None = None,
            home: Path | None = None) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("FABRIC_")}
-    if home is not None:
-        full["HOME"] = str(home)
+    full = {k: v for k, v in os.environ.items()
+            if not k.startswith("FABRIC_") and k != "XDG_CONFIG_HOME"}
+    # Never the real home: a stack name saves its outputs under ~/.config.
+    full["HOME"] = str(home if home is not None else Path(tempfile.mkdtemp(prefix="wb-home-")))
     full.update(env or {})
     return subprocess.run([SCRIPT, *args], capture_output=True, text=True, env=full,
                           timeout=180, cwd="/")
@@ -117,7 +119,7 @@ def test_stack_name_asks_the_pulumi_cli(tmp_path: Path) -> None:
     (bin_dir / "pulumi").write_text(
         f"#!/bin/sh\necho \"$PWD $*\" > {log}\necho '{json.dumps({'public_ip': ''})}'\n")
     (bin_dir / "pulumi").chmod(0o755)
-    proc = script("aws", env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    proc = script("aws", env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, home=tmp_path)
     assert log.read_text().strip() == f"{REPO} stack output --json --show-secrets -s aws"
     assert proc.returncode == 2 and "stack aws: no public_ip in the outputs" in proc.stderr
 
