@@ -33,6 +33,10 @@ class BootstrapOptions:
     data_device: str | None = None
     data_mount: str = "/data"
     autostop_minutes: int = 60  # stop the machine after this many idle minutes; 0: off
+    # Where the idle check reaches Azure (written into its config): the real
+    # endpoints; a test points them at a local server that answers as Azure documents.
+    azure_imds_url: str = "http://169.254.169.254"
+    azure_arm_url: str = "https://management.azure.com"
 
     def __post_init__(self) -> None:
         if self.cloud is not None and self.cloud not in CLOUDS:
