@@ -51,6 +51,7 @@ import json
 import math
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -427,9 +428,12 @@ def _fmt(ip: str, port: int) -> str:
 
 def read_connections(ports: Iterable[int], proc: str = "/proc",
                      pids: Iterable[int] | None = None) -> list[Conn]:
-    """Established connections accepted by a listener on one of `ports`, in every network
+    """Established connections whose local port is one of `ports`, in every network
     namespace a process of this host is in (a container's published port reaches it
-    through NAT and shows only in the container's namespace)."""
+    through NAT and shows only in the container's namespace). The watched ports lie
+    below the ephemeral range (32768-60999), so a connection this host opened to
+    someone else's port 22 or 5000 is not counted; a server that stopped listening
+    after accepting (inetd style) still is."""
     watched = set(ports)
     if not watched:
         return []
@@ -449,16 +453,13 @@ def read_connections(ports: Iterable[int], proc: str = "/proc",
         if ino in seen:
             continue
         seen.add(ino)
-        listening: set[int] = set()
         established: list[tuple[str, int, str, int]] = []
         for name in ("tcp", "tcp6"):
             try:
                 with open(f"{proc}/{pid}/net/{name}") as fh:
-                    got = parse_proc_net_tcp(fh.read())
+                    established += parse_proc_net_tcp(fh.read())[1]
             except OSError:
                 continue
-            listening |= got[0]
-            established += got[1]
         if ino == own:
             where = "host"
         else:
@@ -469,7 +470,7 @@ def read_connections(ports: Iterable[int], proc: str = "/proc",
                 comm = "?"
             where = f"netns of pid {pid} ({comm})"
         for local_ip, local_port, peer_ip, peer_port in established:
-            if local_port in watched and local_port in listening:
+            if local_port in watched:
                 found.append(Conn(local_port, _fmt(local_ip, local_port),
                                   _fmt(peer_ip, peer_port), where))
     return found
@@ -761,8 +762,10 @@ class StopFailed(Exception):
 
 
 def poweroff() -> str:
+    # --no-block: systemd stops this very service on the way down; waiting would only
+    # have it killed mid-sentence (run_check exits 0 on that SIGTERM instead).
     try:
-        proc = subprocess.run(["systemctl", "poweroff"], stdout=subprocess.PIPE,
+        proc = subprocess.run(["systemctl", "poweroff", "--no-block"], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError) as exc:
         raise StopFailed("error", f"systemctl poweroff: {exc}") from exc
@@ -1044,8 +1047,10 @@ def run_check(settings: Settings, state_path: Path, *, dry_run: bool = False,
               look: Callable[[Settings], Look] = look_now,
               stop: Callable[[Settings], str] = stop_machine,
               now: Callable[[], dt.datetime] = lambda: dt.datetime.now(UTC),
-              log: Log | None = None) -> int:
-    """One check: look, decide, record, warn or stop. 0, or 1 when a stop failed."""
+              log: Log | None = None, own_process: bool = False) -> int:
+    """One check: look, decide, record, warn or stop. 0, or 1 when a stop failed.
+    own_process: this process is the check (main), so it may ignore SIGTERM once it
+    asked for the stop."""
     log = log or Log()
     started = now()
     state = load_state(state_path)
@@ -1085,9 +1090,20 @@ def run_check(settings: Settings, state_path: Path, *, dry_run: bool = False,
         elif dry_run:
             log.info(f"dry run: would {settings.stop_how} now")
         else:
+            # Recorded first: the poweroff stops this process, and a crash must not look
+            # like success (ok None is retried).
+            new["stop"] = {"at": iso(started), "ok": None, "result": "requested"}
+            save_state(state_path, new)
+            log.info(f"stopping now: {settings.stop_how}")
+            # systemd stops this service on the way down: ignore its SIGTERM, finish the
+            # bookkeeping and exit 0, rather than "killed by SIGTERM" (a failed unit) in
+            # the journal. Restored if the stop fails.
+            before = signal.signal(signal.SIGTERM, signal.SIG_IGN) if own_process else None
             try:
                 result = stop(settings)
             except StopFailed as exc:
+                if before is not None:
+                    signal.signal(signal.SIGTERM, before)
                 new["stop"] = {"at": iso(started), "ok": False, "kind": exc.kind,
                                "error": str(exc)}
                 new["last"]["decision"] = "stop-failed"
@@ -1097,6 +1113,7 @@ def run_check(settings: Settings, state_path: Path, *, dry_run: bool = False,
                 code = 1
             else:
                 new["stop"] = {"at": iso(started), "ok": True, "result": result}
+                new["last"]["summary"] = f"stopped: {result}"
                 log.info(result)
     if dry_run:
         log.info("dry run: state not written")
@@ -1207,7 +1224,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.state.with_name(args.state.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one check at a time (the timer, or a user's)
         try:
-            return run_check(settings, args.state, dry_run=args.dry_run)
+            return run_check(settings, args.state, dry_run=args.dry_run, own_process=True)
         except Exception as exc:  # recorded, so the bootstrap can say why the unit failed
             state = load_state(args.state)
             state["last"] = {"at": iso(dt.datetime.now(UTC)), "decision": "error",

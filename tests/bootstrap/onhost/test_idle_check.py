@@ -340,8 +340,8 @@ def test_connections_are_read_from_the_kernel() -> None:
     try:
         found = idle.read_connections([port], pids=[os.getpid()])
         assert [c.port for c in found] == [port] and found[0].where == "host"
-        # The client's own end is no listener's: an outbound connection is not activity.
-        assert idle.read_connections([client.getsockname()[1]], pids=[os.getpid()]) == []
+        # Only the server's end counts: the client's end has the server's port as peer.
+        assert [c.peer for c in found] == [f"127.0.0.1:{client.getsockname()[1]}"]
     finally:
         for s in (client, accepted, server):
             s.close()
