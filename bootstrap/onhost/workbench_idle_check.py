@@ -615,7 +615,7 @@ def _unknown(name: str, error: str, now: dt.datetime, state: dict[str, Any],
     since = parse_time(state.get("unknown_since", {}).get(name) or iso(now))
     unknown[name] = iso(since)
     until = since + dt.timedelta(seconds=settings.window_s)
-    if now < until:
+    if (until - now).total_seconds() > TOLERANCE_S:
         busy.append(f"{name} unknown since {hms(since)} ({error}); counted as busy "
                     f"until {hms(until)}")
     else:

@@ -257,9 +257,33 @@ def run_azure(s: Scenario, h: SystemdHost) -> None:
     h.run_inside("systemctl poweroff", check=False)  # what Azure's deallocate does to the guest
 
 
+def run_postpone(s: Scenario, h: SystemdHost) -> None:
+    """The login user postpones from a shell on the host (no SSH: that alone is activity)."""
+    start_jupyter(h)
+    bootstrap(h, s.lines, cloud="aws")
+    s.installed_at = s.since_boot()
+    wait_first_check(s)
+    out = h.out("runuser -u wb -- workbench-autostop postpone 80s")
+    s.facts["postpone_out"] = out
+    s.facts["postponed_at"] = s.since_boot()
+    s.facts["status"] = h.out("runuser -u wb -- workbench-autostop status")
+    time.sleep(max(0.0, s.facts["postponed_at"] + 80 - s.since_boot()))
+    s.alive_at_hold = h.is_running()
+    s.activity_end = s.facts["postponed_at"] + 80  # the postponement ends by itself
+
+
+def run_broken_gpu(s: Scenario, h: SystemdHost) -> None:
+    """nvidia-smi fails from boot (driver gone): busy for one window, then idle."""
+    start_jupyter(h)
+    h.set_gpu_readings(broken=True)
+    bootstrap(h, s.lines, cloud="aws")
+    s.installed_at = s.since_boot()
+    wait_first_check(s)
+
+
 RUNNERS: dict[str, Callable[[Scenario, SystemdHost], None]] = {
     "idle": run_idle, "ssh": run_ssh, "kernel": run_kernel, "gpu": run_gpu, "app": run_app,
-    "azure": run_azure,
+    "azure": run_azure, "postpone": run_postpone, "broken-gpu": run_broken_gpu,
 }
 
 
@@ -269,6 +293,7 @@ def play(s: Scenario) -> None:
         RUNNERS[s.name](s, s.host)
         s.exit_code, s.exited_at = s.host.wait_for_exit(
             timeout=WINDOW_S + 2 * INTERVAL_S + POWEROFF_S + 60)
+        s.facts["exit_utc"] = time.strftime("%H:%M:%S", time.gmtime())
     except BaseException:
         s.error = traceback.format_exc()
     finally:
@@ -279,11 +304,18 @@ def play(s: Scenario) -> None:
                     errors="replace")
             if TRANSCRIPTS:
                 Path(TRANSCRIPTS).mkdir(parents=True, exist_ok=True)
+                def at(x: float | None) -> str:
+                    return "-" if x is None else f"{x:.1f} s"
+
+                console = [line.strip() for line in s.facts.get("console", "").splitlines()
+                           if "autostop" in line]
                 (Path(TRANSCRIPTS) / f"{s.name}.txt").write_text(
-                    f"# {s.name}: installed {s.installed_at:.1f} s after boot; first check "
-                    f"{s.first_check_at}; activity ended {s.activity_end}; exit "
-                    f"{s.exit_code} at {s.exited_at} s after boot\n"
-                    + "".join(f"# bootstrap: {line}\n" for line in s.lines) + s.journal)
+                    f"# {s.name}: after boot: installed {at(s.installed_at)}, first check seen "
+                    f"{at(s.first_check_at)}, activity ended {at(s.activity_end)}, nspawn "
+                    f"exit {s.exit_code} at {at(s.exited_at)} ({s.facts.get('exit_utc')} "
+                    "UTC)\n"
+                    + "".join(f"# bootstrap: {line}\n" for line in s.lines)
+                    + "".join(f"# console: {line}\n" for line in console) + s.journal)
         s.done.set()
 
 
@@ -362,6 +394,31 @@ def test_activity_keeps_the_host_up_past_the_window_then_it_stops(
     took = assert_stops_after(s, s.activity_end)
     print(f"{name}: busy for {s.activity_end - s.installed_at:.1f} s after install; "
           f"poweroff {took:.1f} s after the activity ended ({s.exited_at:.1f} s after boot)")
+
+
+def test_postpone_keeps_the_host_up_then_it_stops(fleet: dict[str, Scenario]) -> None:
+    s = finished(fleet, "postpone")
+    assert s.facts["postpone_out"].startswith("autostop postponed until ")
+    assert "postponed until" in s.facts["status"]
+    assert s.alive_at_hold, s.journal[-3000:]
+    assert "decision: busy: postponed until " in s.journal
+    assert s.activity_end is not None
+    took = assert_stops_after(s, s.activity_end)
+    print(f"postpone: poweroff {took:.1f} s after the postponement ended")
+
+
+def test_a_broken_nvidia_smi_delays_the_stop_by_one_window(fleet: dict[str, Scenario]) -> None:
+    s = finished(fleet, "broken-gpu")
+    assert s.first_check_at is not None and s.exited_at is not None
+    assert "gpu: no reading: nvidia-smi exited 9: NVIDIA-SMI has failed" in s.journal
+    assert "decision: busy: GPU unknown since " in s.journal
+    assert "WARNING: GPU unreadable since " in s.journal
+    # One window of doubt from the first check, then a window of idleness.
+    took = s.exited_at - s.first_check_at
+    assert 2 * WINDOW_S - INTERVAL_S <= took <= 2 * WINDOW_S + INTERVAL_S + POWEROFF_S, took
+    assert "stopping now: poweroff" in s.journal
+    print(f"broken-gpu: first check {s.first_check_at:.1f} s after boot, poweroff "
+          f"{s.exited_at:.1f} s ({took:.1f} s later)")
 
 
 def test_the_ssh_hosts_bootstrap_line_shows_the_last_check(fleet: dict[str, Scenario]) -> None:

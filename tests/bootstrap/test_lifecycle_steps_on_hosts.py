@@ -190,6 +190,7 @@ def test_autostop_on_azure_says_when_the_identity_cannot_deallocate(
         url = azure.url
         with pytest.raises(StepFailed) as first:
             run_step(host, autostop, cloud="azure", azure_imds_url=url, azure_arm_url=url)
+        print(f"autostop failed: {first.value}")
         assert says in str(first.value)
         assert "[wrote /usr/local/lib/gpu-workbench/workbench_idle_check.py;" in str(first.value)
         with pytest.raises(StepFailed) as again:  # nothing to change: the facts command asks
