@@ -1184,7 +1184,8 @@ def cmd_probe(settings: Settings, as_json: bool) -> int:
         result = {"ok": True, "kind": "", "message": f"{settings.cloud}: stop is a poweroff"}
     else:
         try:
-            message = Azure(settings.imds_url, settings.arm_url).can_deallocate()
+            # A short timeout: the bootstrap waits for this (not an Azure VM: no answer).
+            message = Azure(settings.imds_url, settings.arm_url, timeout=5).can_deallocate()
             result = {"ok": True, "kind": "", "message": message}
         except StopFailed as exc:
             result = {"ok": False, "kind": exc.kind, "message": str(exc)}

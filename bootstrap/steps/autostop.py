@@ -200,6 +200,9 @@ def parse(section: str) -> AutostopFacts:
 
 INSTALLED: Fact[AutostopFacts] = Fact("autostop", facts_snippet, parse)
 
+# What the probe can establish about the identity: the step fails on these. Anything
+# else (IMDS unreachable: not an Azure VM; a transient error) is reported, not failed.
+DEFINITE = ("no-identity", "role-missing")
 PROBLEM = {"no-identity": "no managed identity", "role-missing": "role missing",
            "unreachable": "Azure not reachable", "transient": "Azure error, try again",
            "error": "error"}
@@ -308,24 +311,30 @@ def run(ctx: HostContext) -> StepOutcome:
             probe = parse_probe(parse_sections(result.stdout).get("probe", ""))
 
     problems = []
-    note = ""
+    notes = []
     if minutes > 0:
         if azure and probe is not None and not probe.ok:
-            problems.append(f"cannot deallocate this VM ({PROBLEM.get(probe.kind, probe.kind)}): "
-                            f"{probe.message}")
+            said = f"({PROBLEM.get(probe.kind, probe.kind)}): {probe.message}"
+            if probe.kind in DEFINITE:
+                problems.append(f"cannot deallocate this VM {said}")
+            else:  # not an answer about the identity: say so, do not claim either way
+                notes.append(f"WARNING: deallocate not verified {said}")
         why, note = failure(f, how, probe)
         if why:
             problems.append(why)
+        if note:
+            notes.append(note)
     if problems:
         raise StepFailed("; ".join(problems) + (f" [{done}]" if done else ""))
-    if minutes > 0 and azure and probe is not None:
+    if minutes > 0 and azure and probe is not None and probe.ok:
         policy += "; the VM's identity may deallocate it"
-    status = "" if minutes <= 0 else "; ".join(x for x in (last_check(f.state), note) if x)
+    status = "" if minutes <= 0 else "; ".join([last_check(f.state), *notes])
     if not actions:
         return ok(f"{policy}; {status}" if status else policy)
     if o.check:
         return ctx.would("; ".join(todo for _, todo in actions))
-    return changed(f"{policy}: {done}" + (f"; {status}" if f.state else ""))
+    shown = status if f.state or notes else ""
+    return changed(f"{policy}: {done}" + (f"; {shown}" if shown else ""))
 
 
 STEP = Step("autostop", run, facts=(LOGIN, CLOUD_HINTS, INSTALLED))

@@ -209,3 +209,18 @@ def test_check_mode_changes_nothing(host: TestHost, loop_disk: str) -> None:
     assert planned.status is Status.CHANGED
     assert planned.message.startswith(f"would format blank {loop_disk} as ext4")
     assert host.exec(f"blkid -p {loop_disk}", check=False).returncode == 2  # still blank
+
+
+def test_autostop_on_a_vm_without_azure_says_the_deallocate_is_unverified(
+        host: TestHost) -> None:
+    """`--cloud azure` on a VM that reaches no IMDS (not an Azure VM, or a test host): the
+    probe proves nothing about the identity, so the step neither fails nor claims it."""
+    url = f"http://{host.outside_ip}:9"  # nothing listens there: connection refused
+    first = run_step(host, autostop, cloud="azure", azure_imds_url=url, azure_arm_url=url)
+    print(f"autostop {first.status.value}: {first.message}")
+    assert first.status is Status.CHANGED
+    assert "may deallocate" not in first.message
+    assert ("WARNING: deallocate not verified (Azure not reachable): managed identity token: "
+            f"cannot reach {url}/metadata/identity/oauth2/token") in first.message
+    again = run_step(host, autostop, cloud="azure", azure_imds_url=url, azure_arm_url=url)
+    assert again.status is Status.OK and "deallocate not verified" in again.message
