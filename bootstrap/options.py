@@ -64,6 +64,10 @@ class BootstrapOptions:
     # Host keys: refuse hosts not yet in known_hosts; accept a new host only with this key.
     strict_host_keys: bool = False
     host_key_fingerprint: str | None = None
+    # Where the idle check reaches Azure (written into its config): the real
+    # endpoints; a test points them at a local server that answers as Azure documents.
+    azure_imds_url: str = "http://169.254.169.254"
+    azure_arm_url: str = "https://management.azure.com"
 
     def __post_init__(self) -> None:
         if self.cloud is not None and self.cloud not in CLOUDS:
