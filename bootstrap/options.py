@@ -61,6 +61,9 @@ class BootstrapOptions:
     # The stack's data volume (its data_volume_id output): only that disk is used.
     data_volume_id: str | None = None
     autostop_minutes: int = 60  # stop the machine after this many idle minutes; 0: off
+    # Azure: Docker moves to the resource disk (wiped at deallocate) only when the disk it
+    # is on has less than this free.
+    docker_min_free_gib: int = 50
     # Host keys: refuse hosts not yet in known_hosts; accept a new host only with this key.
     strict_host_keys: bool = False
     host_key_fingerprint: str | None = None
@@ -99,6 +102,9 @@ class BootstrapOptions:
         if not 0 <= self.autostop_minutes <= 7 * 24 * 60:
             raise ValueError(f"--autostop-minutes must be 0 (off) to 10080, not "
                              f"{self.autostop_minutes}")
+        if not 0 <= self.docker_min_free_gib <= 1_000_000:
+            raise ValueError(f"--docker-min-free-gib must be 0 to 1000000, not "
+                             f"{self.docker_min_free_gib}")
         if not self.data_mount.startswith("/") or self.data_mount == "/":
             raise ValueError(f"--data-mount must be an absolute directory, not "
                              f"{self.data_mount!r}")

@@ -96,7 +96,11 @@ def _run(c: Any, steps: tuple[str, ...], *, pip: list[str] | None = None,
 HELP = {
     "check": "read facts and print what would change; change nothing",
     "wait-timeout": "seconds to wait for SSH, cloud-init and the dpkg lock (default 300)",
-    "cloud": "aws, gcp or azure (default: detect; azure moves Docker to /mnt/docker)",
+    "cloud": ("aws, gcp or azure (default: detect; on azure Docker may move to the resource "
+              "disk: --docker-min-free-gib)"),
+    "docker-min-free-gib": ("Azure: move Docker's data-root to the resource disk /mnt, which "
+                            "a deallocate wipes, only when its disk has less than this free "
+                            "(default 50)"),
     "image": ("a preset (" + ", ".join(p.name for p in PRESETS) + ") or any image "
               f"(default {DEFAULT_IMAGE})"),
     "pip": "an extra Python package for the container, as pip takes it (repeatable)",
@@ -134,7 +138,7 @@ def _help(*names: str) -> dict[str, str]:
       help=_help("check", "wait-timeout", "cloud", "image", "name", "workspace",
                  "chmod-home", "skip-check", "pip", "requirements", "jupyter-token", "mlflow",
                  "data-device", "data-mount", "data-volume-id", "autostop-minutes",
-                 "host-key-fingerprint"))
+                 "host-key-fingerprint", "docker-min-free-gib"))
 def bootstrap(c: Any, cloud: str | None = None, image: str = DEFAULT_IMAGE,
               name: str = DEFAULT_NAME, workspace: str = DEFAULT_WORKSPACE,
               check: bool = False, skip_check: bool = False, chmod_home: bool = False,
@@ -143,7 +147,8 @@ def bootstrap(c: Any, cloud: str | None = None, image: str = DEFAULT_IMAGE,
               mlflow: bool = False, data_device: str | None = None,
               data_mount: str = "/data", data_volume_id: str | None = None,
               autostop_minutes: int = 60, strict_host_keys: bool = False,
-              host_key_fingerprint: str | None = None) -> None:
+              host_key_fingerprint: str | None = None,
+              docker_min_free_gib: int = 50) -> None:
     """Make a GPU VM ready for NGC containers: every step, in order."""
     steps = (*DEFAULT_STEPS, "mlflow") if mlflow else DEFAULT_STEPS
     _run(c, steps, cloud=cloud, image=image, container_name=name, workspace=workspace,
@@ -152,7 +157,8 @@ def bootstrap(c: Any, cloud: str | None = None, image: str = DEFAULT_IMAGE,
          jupyter_token=jupyter_token, mlflow=mlflow, data_device=data_device,
          data_mount=data_mount, data_volume_id=data_volume_id,
          autostop_minutes=int(autostop_minutes), strict_host_keys=strict_host_keys,
-         host_key_fingerprint=host_key_fingerprint)
+         host_key_fingerprint=host_key_fingerprint,
+         docker_min_free_gib=int(docker_min_free_gib))
 
 
 @task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout"))
@@ -180,12 +186,14 @@ def nvidia_runtime(c: Any, check: bool = False, wait_timeout: int = 300,
          strict_host_keys=strict_host_keys)
 
 
-@task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout", "cloud"))
+@task(post=[recap], auto_shortflags=False,
+      help=_help("check", "wait-timeout", "cloud", "docker-min-free-gib"))
 def data_root(c: Any, cloud: str | None = None, check: bool = False,
-              wait_timeout: int = 300, strict_host_keys: bool = False) -> None:
-    """On Azure, move Docker's data-root to /mnt/docker."""
+              wait_timeout: int = 300, strict_host_keys: bool = False,
+              docker_min_free_gib: int = 50) -> None:
+    """On Azure, move Docker's data-root to /mnt/docker when its disk is short of space."""
     _run(c, ("data-root",), cloud=cloud, check=check, wait_timeout=float(wait_timeout),
-         strict_host_keys=strict_host_keys)
+         strict_host_keys=strict_host_keys, docker_min_free_gib=int(docker_min_free_gib))
 
 
 @task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout"))
