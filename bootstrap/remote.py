@@ -142,12 +142,14 @@ class Remote:
         hint = f" with key {keys}" if keys else " (no key given: pass -i PATH)"
         return f"SSH authentication failed for {self.label}{hint}: {exc}"
 
-    def run(self, script: Sh, *, as_root: bool = True, timeout: float | None = None
-            ) -> CommandResult:
+    def run(self, script: Sh, *, as_root: bool = True, timeout: float | None = None,
+            on_stdout: Callable[[str], None] | None = None) -> CommandResult:
         """Run a POSIX sh script on the host in one round trip.
 
         Only an Sh (bootstrap.shell) goes to a host: its values were quoted when
         it was built. A str is refused, so an f-string cannot reach a shell.
+        on_stdout gets stdout as it arrives (a pull's progress), in chunks of any
+        size, from another thread; it is in the result all the same.
         """
         if not isinstance(script, Sh):
             raise TypeError(f"Remote.run takes an Sh built with bootstrap.shell.sh(), not "
@@ -168,8 +170,10 @@ class Remote:
                 command = sh("sudo -n -- {command}", command=command)
         self.commands_sent += 1
         try:
-            result = self.connection.run(command.text, hide=True, warn=True,
-                                         in_stream=in_stream, timeout=timeout)
+            result = self.connection.run(
+                command.text, hide=True, warn=True, in_stream=in_stream, timeout=timeout,
+                # Invoke writes stdout to an explicit out_stream even with hide=True.
+                out_stream=_Chunks(on_stdout) if on_stdout is not None else None)
         except CommandTimedOut as exc:
             raise HostError(f"remote command timed out after {timeout}s on {self.label}") from exc
         except (OSError, EOFError, paramiko.SSHException) as exc:
@@ -212,6 +216,21 @@ class Remote:
 
     def close(self) -> None:
         self.connection.close()
+
+
+class _Chunks(io.TextIOBase):
+    """A write-only stream that hands every chunk written to it to a callable."""
+
+    def __init__(self, sink: Callable[[str], None]) -> None:
+        super().__init__()
+        self._sink = sink
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._sink(text)
+        return len(text)
 
 
 def _describe(exc: BaseException) -> str:
