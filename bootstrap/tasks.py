@@ -77,6 +77,7 @@ def _run(c: Any, steps: tuple[str, ...], *, pip: list[str] | None = None,
         # --strict-host-keys, or workbench.strict_host_keys in Fabric's config.
         flags["strict_host_keys"] = (flags.get("strict_host_keys", False)
                                      or strict_host_keys_configured(c.config))
+        flags.update(pull_settings(c.config))
         options = BootstrapOptions(**flags)
     except ValueError as exc:
         raise Exit(str(exc), code=2) from exc
@@ -91,6 +92,22 @@ def _run(c: Any, steps: tuple[str, ...], *, pip: list[str] | None = None,
         emit_error=lambda line: print(line, file=sys.stderr, flush=True),
     )
     log.reports.append(report)
+
+
+def pull_settings(config: Any) -> dict[str, Any]:
+    """workbench.pull_progress_seconds and workbench.pull_stall_seconds from Fabric's
+    config (fabric.yaml; FABRIC_WORKBENCH_PULL_PROGRESS_SECONDS=1 from the environment)."""
+    section = config.get("workbench") or {}
+    found: dict[str, Any] = {}
+    for key, kind in (("pull_progress_seconds", float), ("pull_stall_seconds", int)):
+        value = section.get(key) if hasattr(section, "get") else None
+        if value is None or value == "":
+            continue
+        try:
+            found[key] = kind(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"workbench.{key} must be a number, not {value!r}") from exc
+    return found
 
 
 HELP = {
