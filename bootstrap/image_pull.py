@@ -22,9 +22,9 @@ What the host does, in the one command of the step that needs the image:
 - A pull that sends nothing for `stall_s` seconds is stopped with one line:
   docker pull waits forever on a registry that stops answering mid-layer.
 - If nobody reads the output any more (fab was killed, the link dropped), the
-  pull is stopped: nobody would see it end, and the next run pulls again
-  (dockerd keeps no half layer, so that run starts the unfinished layers over).
-  Nothing was changed yet: the old container is removed only after the pull.
+  pull is stopped: nobody would see it end, and a run started meanwhile would
+  race it for the container. Nothing was changed yet (the old container is
+  removed only after the pull); the next run pulls again.
 - Without script(1) the pull runs as before, silently.
 """
 
