@@ -23,8 +23,8 @@ from bootstrap.facts import facts_command, parse_facts
 from bootstrap.options import BootstrapOptions
 from stacktools.status_facts import GPU_USE, GpuUse
 from tests.stacktools.test_handoff import key_fingerprint, plain_names
-from tests.support import testhosts
 from tests.support.bootstrap_run import REPO, STANDIN_IMAGE, run_steps
+from tests.support.host_fixtures import started_hosts
 from tests.support.testhosts import TestHost
 
 SCRIPT = str(REPO / "scripts" / "status")
@@ -123,12 +123,8 @@ def test_unusable_outputs_each_say_why_and_nothing_is_contacted(tmp_path: Path) 
 
 @pytest.fixture
 def three_hosts(real_parts: None) -> Iterator[list[TestHost]]:
-    hosts = testhosts.start_hosts(3)
-    try:
+    with started_hosts(3) as hosts:
         yield hosts
-    finally:
-        for h in hosts:
-            testhosts.stop_host(h)
 
 
 @pytest.mark.slow
