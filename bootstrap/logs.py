@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from bootstrap.container_spec import DEFAULT_NAME
-from bootstrap.remote import HostError, Remote
+from bootstrap.remote import Remote
 from bootstrap.shell import Sh, sh
 from bootstrap.steps.autostop import UNIT as IDLE_CHECK_UNIT
 from bootstrap.steps.mlflow import MLFLOW_CONTAINER
@@ -117,6 +117,11 @@ class PrefixedLines:
         return len(text)
 
     def flush(self) -> None:
+        # Invoke flushes after every chunk; a line cut by a chunk boundary must wait for
+        # its end, so nothing is written here (finish() writes a last unterminated line).
+        pass
+
+    def finish(self) -> None:
         if self.pending:
             self.write("\n")
 
@@ -127,13 +132,15 @@ _PRINT_LOCK = threading.Lock()
 def show_logs(remote: Remote, script: Sh, *, follow: bool,
               out: TextIO | None = None) -> int:
     """Run `script` as root and stream what it prints, line by line; its exit status."""
-    stream = PrefixedLines(remote.label, out or sys.stdout, _PRINT_LOCK)
+    target = out or sys.stdout
+    # One line buffer per stream: Invoke reads stdout and stderr in two threads.
+    streams = (PrefixedLines(remote.label, target, _PRINT_LOCK),
+               PrefixedLines(remote.label, target, _PRINT_LOCK))
     try:
-        code = remote.stream(script, stream, pty=follow)
+        code = remote.stream(script, *streams, pty=follow)
     except KeyboardInterrupt:
         code = 130
-    except HostError:
-        stream.flush()
-        raise
-    stream.flush()
+    finally:
+        for stream in streams:
+            stream.finish()
     return code

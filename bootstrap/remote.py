@@ -179,9 +179,9 @@ class Remote:
             self._raise_for_sudo(out)
         return out
 
-    def stream(self, script: Sh, out: Any, *, pty: bool = False) -> int:
-        """Run a read-only sh script as root, its output (stderr too) written to `out` as
-        it arrives; return its exit status.
+    def stream(self, script: Sh, out: Any, err: Any, *, pty: bool = False) -> int:
+        """Run a read-only sh script as root, its stdout written to `out` and its stderr
+        to `err` as they arrive; return its exit status.
 
         Unlike run(), SIGPIPE/SIGHUP are not ignored: a reader that follows a log must
         end when we go away. pty=True gives it a terminal, so Ctrl-C here reaches it
@@ -199,7 +199,7 @@ class Remote:
         self.commands_sent += 1
         try:
             result = self.connection.run(command.text, hide=False, warn=True, pty=pty,
-                                         in_stream=False, out_stream=out, err_stream=out)
+                                         in_stream=False, out_stream=out, err_stream=err)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise HostError(f"lost the SSH connection to {self.label}: {_describe(exc)}") from exc
         return int(result.exited)
