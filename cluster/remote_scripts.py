@@ -210,19 +210,25 @@ def logs_locate_snippet(job_id: str, jobs_dir: str) -> Sh:
 
 
 def cancel_snippet(job_id: str) -> Sh:
+    """sh that cancels a waiting or running job and prints the state it had; for a job
+    that already ended it prints `ended STATE` and cancels nothing (exit 0): ending a
+    session that its time limit already ended is not an error."""
     # scancel says nothing and exits 0 for a job id Slurm no longer knows, so
-    # ask squeue first; its answer is the one the user needs.
+    # ask squeue first, then accounting; their answer is the one the user needs.
     return sh(
         "set -u\n"
         "{require}"
         'if ! state=$(squeue -h -t all -j {jid} -o %T 2>&1) || [ -z "$state" ]; then\n'
-        '  echo "job" {jid} "is not in the queue${{state:+ ($state)}}" >&2; exit {refused}\n'
+        "  if ended=$(sacct -n -P -X -j {jid} -o State 2>/dev/null) && [ -n \"$ended\" ]; then\n"
+        '    echo "ended" $ended; exit 0\n'
+        "  fi\n"
+        '  echo "job" {jid} "is not in the queue${{state:+ ($state)}} and sacct has no record'
+        ' of it" >&2; exit {refused}\n'
         "fi\n"
         'case "$state" in\n'
         "  *PENDING*|*RUNNING*|*SUSPENDED*|*CONFIGURING*|*REQUEUE*|*RESIZING*|*STOPPED*) ;;\n"
-        # $(echo $state) puts an array's task states on one line.
-        '  *) echo "job" {jid} "already ended ($(echo $state)); nothing to cancel" >&2; '
-        "exit {refused} ;;\n"
+        # Unquoted: an array's task states go on one line.
+        '  *) echo "ended" $state; exit 0 ;;\n'
         "esac\n"
         'err=$(scancel {jid} 2>&1) || {{ printf "%s\\n" "$err" >&2; exit {refused}; }}\n'
         'printf "%s\\n" "$state"\n',

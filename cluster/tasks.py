@@ -372,6 +372,8 @@ def cancel_job(c: Context, job_id: str) -> str:
     result = login_node.run(connection(c, "cancel"), cancel_snippet(job_id))
     if result.exited != 0:
         raise fail("cancel", sbatch_error_line(result.stderr), result.exited)
+    if result.stdout.startswith("ended "):
+        return f"job {job_id} already ended ({result.stdout.strip()[6:]}); nothing to cancel"
     return f"cancelled {job_id} (was {', '.join(result.stdout.split())})"
 
 
@@ -380,7 +382,7 @@ def cancel_job(c: Context, job_id: str) -> str:
     "strict_host_keys": STRICT_HOST_KEYS_HELP,
 })
 def cancel(c, job_id, strict_host_keys=False):
-    """Cancel a job (scancel)."""
+    """Cancel a job (scancel); a job that already ended is left as it is, and said so."""
     if strict_host_keys:
         require_known_host(c)
     print(cancel_job(c, job_id))
