@@ -9,9 +9,10 @@ word of its own, never inside its double quotes.
 
 from __future__ import annotations
 
-from bootstrap.shell import SPACE, Sh, sh
-from cluster.batch_script import render_batch_script, shell_path
+from bootstrap.shell import LINES, SPACE, Sh, sh
+from cluster.batch_script import sbatch_directives, shell_path
 from cluster.job import (
+    NO_CONTAINER,
     PULL_COMMAND,
     RUNTIME_COMMAND,
     JobSpec,
@@ -97,26 +98,9 @@ def pull_snippet(runtime: str, reference: str, cache_dir: str) -> Sh:
 
 def submit_snippet(spec: JobSpec) -> Sh:
     """sh that checks the login node, writes the script (stdin) atomically and runs sbatch."""
-    rt = RUNTIME_COMMAND[spec.runtime]
     checks = [require_command("sbatch", "slurm.submit needs Slurm's client commands")]
-    if spec.modules:
-        # Where the runtime comes from a module it is on PATH only after
-        # `module load`, which the job does; here a missing one is a warning.
-        checks.append(sh(
-            'command -v {rt} >/dev/null 2>&1 || echo "warning:" {rt} "is not on the login '
-            "node's PATH; the job expects it from its module load lines\" >&2\n",
-            rt=rt,
-        ))
-    else:
-        checks.append(require_command(
-            rt, f"--runtime {spec.runtime} runs jobs with it", list_runtimes=True
-        ))
-    checks.append(sh(
-        "image={image}\n"
-        'if [ ! -e "$image" ]; then echo "image $image is not on the cluster; '
-        'run slurm.pull first" >&2; exit {precondition}; fi\n',
-        image=shell_path(image_path(spec)), precondition=PRECONDITION,
-    ))
+    if spec.runtime != NO_CONTAINER:
+        checks += _container_checks(spec)
     for flag, path in ((Sh("--stage-data"), spec.stage_data),
                        (Sh("--requirements"), spec.requirements)):
         if path:
@@ -127,10 +111,18 @@ def submit_snippet(spec: JobSpec) -> Sh:
                 "exit {precondition}; fi\n",
                 path=shell_path(path), flag=flag, precondition=PRECONDITION,
             ))
+    if spec.wheelhouse:
+        checks.append(sh(
+            "p={path}\n"
+            'if [ ! -d "$p" ] || [ ! -r "$p" ]; then '
+            'echo "--wheelhouse: $p is not a readable directory on the login node" >&2; '
+            "exit {precondition}; fi\n",
+            path=shell_path(spec.wheelhouse), precondition=PRECONDITION,
+        ))
     # Slurm does not create the directory of --output/--error: a job whose log
     # dir is missing fails without a word. Make the ones without % patterns.
     log_dirs: set[Sh] = set()
-    script = render_batch_script(spec).text
+    script = LINES.join(sbatch_directives(spec)).text
     for option in ("output", "error"):
         value = sbatch_option(script, option)
         if value and "/" in value and "%" not in value.rsplit("/", 1)[0]:
@@ -168,6 +160,29 @@ def submit_snippet(spec: JobSpec) -> Sh:
         jobs=shell_path(spec.jobs_dir),
         log_dirs=SPACE.join(sorted(log_dirs, key=lambda d: d.text)), name=spec.name,
     )
+
+
+def _container_checks(spec: JobSpec) -> list[Sh]:
+    """The runtime on the login node's PATH (or a module's promise of it), and the image."""
+    rt = RUNTIME_COMMAND[spec.runtime]
+    if spec.modules:
+        # Where the runtime comes from a module it is on PATH only after
+        # `module load`, which the job does; here a missing one is a warning.
+        found = sh(
+            'command -v {rt} >/dev/null 2>&1 || echo "warning:" {rt} "is not on the login '
+            "node's PATH; the job expects it from its module load lines\" >&2\n",
+            rt=rt,
+        )
+    else:
+        found = require_command(
+            rt, f"--runtime {spec.runtime} runs jobs with it", list_runtimes=True
+        )
+    return [found, sh(
+        "image={image}\n"
+        'if [ ! -e "$image" ]; then echo "image $image is not on the cluster; '
+        'run slurm.pull first" >&2; exit {precondition}; fi\n',
+        image=shell_path(image_path(spec)), precondition=PRECONDITION,
+    )]
 
 
 def status_snippet(job_id: str) -> Sh:
@@ -235,3 +250,4 @@ def cancel_snippet(job_id: str) -> Sh:
         require=require_command("scancel", "Slurm's client commands"), jid=job_id,
         refused=REFUSED,
     )
+

@@ -26,6 +26,7 @@ from bootstrap.shell import SPACE, sh
 from cluster import login_node
 from cluster.batch_script import render_batch_script, shell_path
 from cluster.job import (
+    CONTAINER_RUNTIMES,
     DEFAULT_CACHE_DIR,
     DEFAULT_JOBS_DIR,
     RUNTIMES,
@@ -77,7 +78,7 @@ STRICT_HOST_KEYS_HELP = ("refuse a login node not yet in known_hosts (default: r
     auto_shortflags=False,
     help={
         "image": "registry reference, e.g. nvcr.io/nvidia/pytorch:24.05-py3 (docker:// optional)",
-        "runtime": f"one of {', '.join(RUNTIMES)} (default apptainer)",
+        "runtime": f"one of {', '.join(CONTAINER_RUNTIMES)} (default apptainer)",
         "cache_dir": f"shared image cache on the cluster (default {DEFAULT_CACHE_DIR})",
         "strict_host_keys": STRICT_HOST_KEYS_HELP,
     },
@@ -96,8 +97,11 @@ def pull(c, image, runtime="apptainer", cache_dir=DEFAULT_CACHE_DIR, strict_host
 
 def pull_image(c: Context, image: str, runtime: str, cache_dir: str) -> str:
     """The pull itself; returns the remote status line ('present PATH' or 'pulled PATH')."""
-    if runtime not in RUNTIMES:
-        raise fail("pull", f"--runtime: '{runtime}' is not one of {', '.join(RUNTIMES)}", 2)
+    if runtime not in CONTAINER_RUNTIMES:
+        extra = "; --runtime none runs no container, so there is nothing to pull" \
+            if runtime == "none" else ""
+        raise fail("pull", f"--runtime: '{runtime}' is not one of"
+                   f" {', '.join(CONTAINER_RUNTIMES)}{extra}", 2)
     if not is_registry_reference(image):
         raise fail("pull", f"--image: '{image}' is not a registry reference (repo/name:tag)", 2)
     try:
@@ -152,38 +156,45 @@ def submit_job(c: Context, spec: JobSpec, dry_run: bool = False) -> tuple[str, s
     return job_id, script
 
 
+# What every job flag means (slurm.submit and slurm.jupyter take the same ones).
+JOB_FLAG_HELP = {
+    "job_file": "YAML job file; flags given here override its keys",
+    "image": "registry reference (resolved in --cache-dir) or a SIF/image-dir path",
+    "runtime": f"one of {', '.join(RUNTIMES)} (default apptainer; none: no container)",
+    "cache_dir": f"where slurm.pull put images (default {DEFAULT_CACHE_DIR})",
+    "jobs_dir": f"batch scripts and default logs on the cluster (default {DEFAULT_JOBS_DIR})",
+    "name": "job name (default workbench)",
+    "account": "Slurm account to charge",
+    "partition": "partition",
+    "qos": "quality of service",
+    "time": "time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS",
+    "cpus": "CPUs per task (default 1)",
+    "memory": "memory per node, e.g. 32G",
+    "gpus": "GPUs, requested as --gres=gpu:N (default 0)",
+    "output": "stdout path (Slurm % patterns; default JOBS_DIR/logs/%x-%j.out)",
+    "error": "stderr path (default: with stdout)",
+    "sbatch": "extra #SBATCH option, e.g. --constraint=a100 (repeatable)",
+    "skip_nv": "do not pass --nv to apptainer/singularity",
+    "code": "cluster dir bound at /workspace/code (and the working dir)",
+    "data": "cluster dir bound at /workspace/data",
+    "output_dir": "cluster dir bound at /workspace/output",
+    "bind": "extra bind SRC[:DST] (repeatable)",
+    "stage_data": "tar on the cluster unpacked to node-local scratch, bound as data",
+    "module": "module to load before the run (repeatable)",
+    "requirements": "requirements.txt on the cluster: a venv is built in scratch",
+    "wheelhouse": "dir of wheels on the cluster: requirements install from it only (--no-index)",
+    "strict_host_keys": STRICT_HOST_KEYS_HELP,
+}
+
+
 @task(
     auto_shortflags=False,
     iterable=["sbatch", "bind", "module"],
     help={
-        "job_file": "YAML job file; flags given here override its keys",
+        **JOB_FLAG_HELP,
         "command": "command line run in the container by sh -c (a job file may give a list)",
-        "image": "registry reference (resolved in --cache-dir) or a SIF/image-dir path",
-        "runtime": f"one of {', '.join(RUNTIMES)} (default apptainer)",
-        "cache_dir": f"where slurm.pull put images (default {DEFAULT_CACHE_DIR})",
-        "jobs_dir": f"batch scripts and default logs on the cluster (default {DEFAULT_JOBS_DIR})",
-        "name": "job name (default workbench)",
-        "account": "Slurm account to charge",
-        "partition": "partition",
-        "qos": "quality of service",
-        "time": "time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS",
-        "cpus": "CPUs per task (default 1)",
-        "memory": "memory per node, e.g. 32G",
-        "gpus": "GPUs, requested as --gres=gpu:N (default 0)",
         "array": "job array, e.g. 0-2 or 1,3,5-7%2",
-        "output": "stdout path (Slurm % patterns; default JOBS_DIR/logs/%x-%j.out)",
-        "error": "stderr path (default: with stdout)",
-        "sbatch": "extra #SBATCH option, e.g. --constraint=a100 (repeatable)",
-        "skip_nv": "do not pass --nv to apptainer/singularity",
-        "code": "cluster dir bound at /workspace/code (and the working dir)",
-        "data": "cluster dir bound at /workspace/data",
-        "output_dir": "cluster dir bound at /workspace/output",
-        "bind": "extra bind SRC[:DST] (repeatable)",
-        "stage_data": "tar on the cluster unpacked to node-local scratch, bound as data",
-        "module": "module to load before the run (repeatable)",
-        "requirements": "requirements.txt on the cluster: a venv is built in scratch",
         "dry_run": "print the batch script; submit nothing",
-        "strict_host_keys": STRICT_HOST_KEYS_HELP,
     },
 )
 def submit(
@@ -214,6 +225,7 @@ def submit(
     stage_data=None,
     module=None,
     requirements=None,
+    wheelhouse=None,
     dry_run=False,
     strict_host_keys=False,
 ):
@@ -227,7 +239,7 @@ def submit(
         "array": array, "output": output, "error": error, "sbatch": sbatch,
         "nv": False if skip_nv else None, "code": code, "data": data,
         "output_dir": output_dir, "binds": bind, "stage_data": stage_data,
-        "modules": module, "requirements": requirements,
+        "modules": module, "requirements": requirements, "wheelhouse": wheelhouse,
     }  # fmt: skip
     try:
         file_options = load_job_file(job_file) if job_file else None
