@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bootstrap.shell import LINES, Sh, comment, sh, words
+from cluster import jupyter_job
 from cluster.job import NO_CONTAINER, JobSpec, image_path, join_path
 
 # Where code, data, output and node-local scratch appear inside the container.
@@ -87,8 +88,8 @@ def is_container(spec: JobSpec) -> bool:
     return spec.runtime != NO_CONTAINER
 
 
-def needs_scratch(spec: JobSpec) -> bool:
-    return bool(spec.stage_data or spec.requirements)
+def needs_scratch(spec: JobSpec, jupyter: bool = False) -> bool:
+    return bool(spec.stage_data or spec.requirements or jupyter)
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,8 @@ class Places:
     requirements: Sh | None
 
 
-def places(spec: JobSpec) -> Places:
-    has_scratch = needs_scratch(spec)
+def places(spec: JobSpec, jupyter: bool = False) -> Places:
+    has_scratch = needs_scratch(spec, jupyter)
     if not is_container(spec):
         return Places(
             code=shell_path(spec.code) if spec.code else None,
@@ -129,10 +130,14 @@ def places(spec: JobSpec) -> Places:
     )
 
 
-def command_argv(spec: JobSpec) -> list[Sh]:
+def command_argv(spec: JobSpec, jupyter: bool = False) -> list[Sh]:
     """The command the job runs (in the container, or on the node), as shell words."""
-    where = places(spec)
-    if isinstance(spec.command, str):
+    where = places(spec, jupyter)
+    if jupyter:
+        assert where.scratch is not None  # needs_scratch(spec, jupyter=True)
+        root = where.code or (None if is_container(spec) else Sh('"$HOME"'))
+        argv = jupyter_job.launcher_argv(where.scratch, root)
+    elif isinstance(spec.command, str):
         # A string is a shell command line: the user's own quoting and $VARS are
         # read by the container's (or the node's) shell, and by nothing before it.
         argv = [words(["sh", "-c", spec.command])]
@@ -151,7 +156,7 @@ def command_argv(spec: JobSpec) -> list[Sh]:
     return argv
 
 
-def _bind_pairs(spec: JobSpec) -> list[tuple[Sh, str]]:
+def _bind_pairs(spec: JobSpec, jupyter: bool = False) -> list[tuple[Sh, str]]:
     """(host side as a shell word, container side) for every bind mount."""
     pairs: list[tuple[Sh, str]] = []
     if spec.code:
@@ -162,7 +167,7 @@ def _bind_pairs(spec: JobSpec) -> list[tuple[Sh, str]]:
         pairs.append((shell_path(spec.data), CONTAINER_DATA))
     if spec.output_dir:
         pairs.append((shell_path(spec.output_dir), CONTAINER_OUTPUT))
-    if needs_scratch(spec):
+    if needs_scratch(spec, jupyter):
         pairs.append((Sh('"$scratch"'), CONTAINER_SCRATCH))
     if spec.wheelhouse:
         pairs.append((shell_path(spec.wheelhouse), CONTAINER_WHEELHOUSE))
@@ -172,12 +177,12 @@ def _bind_pairs(spec: JobSpec) -> list[tuple[Sh, str]]:
     return pairs
 
 
-def runtime_line(spec: JobSpec, image: str) -> Sh:
+def runtime_line(spec: JobSpec, image: str, jupyter: bool = False) -> Sh:
     """The command of the batch script that starts the run (continued lines)."""
-    argv = command_argv(spec)
+    argv = command_argv(spec, jupyter)
     if not is_container(spec):
         return Sh(" \\\n  ").join(argv)
-    binds = _bind_pairs(spec)
+    binds = _bind_pairs(spec, jupyter)
     flag = "-b" if spec.runtime == "charliecloud" else "--bind"
     bind_words = [sh("{flag} {host}:{target}", flag=flag, host=host, target=target) if target
                   else sh("{flag} {host}", flag=flag, host=host)
@@ -245,9 +250,9 @@ def module_lines(spec: JobSpec) -> list[Sh]:
     return [*out, Sh("")]
 
 
-def workbench_exports(spec: JobSpec) -> list[Sh]:
+def workbench_exports(spec: JobSpec, jupyter: bool = False) -> list[Sh]:
     """WORKBENCH_* for the command: the same names whether it runs in a container or not."""
-    where = places(spec)
+    where = places(spec, jupyter)
     exports = ((Sh("export WORKBENCH_CODE="), where.code),
                (Sh("export WORKBENCH_DATA="), where.data),
                (Sh("export WORKBENCH_OUTPUT="), where.output),
@@ -255,12 +260,14 @@ def workbench_exports(spec: JobSpec) -> list[Sh]:
     return [assignment + word for assignment, word in exports if word is not None]
 
 
-def render_batch_script(spec: JobSpec) -> Sh:
-    """The whole sbatch script for a validated spec."""
+def render_batch_script(spec: JobSpec, jupyter: bool = False) -> Sh:
+    """The whole sbatch script for a validated spec; `jupyter`: the job serves Jupyter
+    (cluster.jupyter_job) instead of running the spec's command."""
     image = image_path(spec)
+    task = "slurm.jupyter" if jupyter else "slurm.submit"
     out: list[Sh] = [Sh("#!/bin/bash"), *sbatch_directives(spec)]
     out += [
-        comment(f" Written by gpu-workbench `fab slurm.submit` ({spec.runtime})."),
+        comment(f" Written by gpu-workbench `fab {task}` ({spec.runtime})."),
         # No `set -u`: Lmod's `module` function reads unset variables.
         Sh("set -eo pipefail"),
         # Paths removed when the script exits, however it ends (bash runs the
@@ -270,7 +277,7 @@ def render_batch_script(spec: JobSpec) -> Sh:
         Sh(""),
     ]
     out += module_lines(spec)
-    if needs_scratch(spec):
+    if needs_scratch(spec, jupyter):
         out += [
             Sh("# Node-local scratch: the site's $SLURM_TMPDIR, else our own per-job dir"),
             Sh("# under /tmp that this job removes when it ends."),
@@ -295,8 +302,12 @@ def render_batch_script(spec: JobSpec) -> Sh:
             out.append(sh('cp -- {path} "$scratch"/requirements.txt',
                           path=shell_path(spec.requirements)))
         out.append(Sh(""))
-    out += workbench_exports(spec)
+    out += workbench_exports(spec, jupyter)
     if spec.code and not is_container(spec):
         out.append(sh("cd -- {code}", code=shell_path(spec.code)))
-    out.append(runtime_line(spec, image))
+    line = runtime_line(spec, image, jupyter)
+    if jupyter:
+        out += jupyter_job.serve(line, shell_path(jupyter_job.state_root(spec.jobs_dir)))
+    else:
+        out.append(line)
     return LINES.join(out) + LINES

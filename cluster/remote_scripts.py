@@ -18,6 +18,7 @@ from cluster.job import (
     JobSpec,
     image_path,
 )
+from cluster.jupyter_job import state_dir
 from cluster.login_node import (
     PRECONDITION,
     REFUSED,
@@ -251,3 +252,61 @@ def cancel_snippet(job_id: str) -> Sh:
         refused=REFUSED,
     )
 
+
+# Asks a server for /api/status with the token read from stdin; prints the HTTP
+# status, or 000 when nothing answers. No proxy: the node is on the cluster's
+# own network, and a site's http_proxy must not see the token.
+_PROBE = """\
+import sys, urllib.error, urllib.request
+token = sys.stdin.readline().strip()
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+request = urllib.request.Request(sys.argv[1], headers={"Authorization": "token " + token})
+try:
+    print(opener.open(request, timeout=5).status)
+except urllib.error.HTTPError as error:
+    print(error.code)
+except Exception:
+    print("000")
+"""
+
+
+def jupyter_poll_snippet(job_id: str, jobs_dir: str) -> Sh:
+    """sh that reports a Jupyter job in lines: `state STATE|REASON|NODES|TIMELIMIT`; once
+    the job published its endpoint, `endpoint ADDR PORT PATH NODE` and `answer CODE`
+    (the HTTP status of /api/status asked with the token); with 200, `token TOKEN`.
+
+    The token goes from its file to a shell variable (`read`, a builtin) and from
+    there to curl's (or python3's) stdin: never onto a command line `ps` shows.
+    """
+    return sh(
+        "set -u\n"
+        "{require}"
+        "q=$(squeue -h -t all -j {jid} -o '%T|%r|%N|%l' 2>/dev/null) || q=''\n"
+        # A job that left slurmctld's memory: only accounting knows how it ended.
+        'if [ -z "$q" ]; then\n'
+        "  q=$(sacct -n -P -X -j {jid} -o State 2>/dev/null | head -n 1)\n"
+        '  q="${{q:-UNKNOWN}}|||"\n'
+        "fi\n"
+        'printf "state %s\\n" "$q"\n'
+        "state={state}\n"
+        '[ -r "$state"/endpoint ] && [ -r "$state"/token ] || exit 0\n'
+        'read -r addr port path node <"$state"/endpoint\n'
+        'read -r token <"$state"/token\n'
+        'case "$addr" in *:*) host="[$addr]" ;; *) host=$addr ;; esac\n'
+        # no_track_activity: our poll is not the user's activity (jupyter_server
+        # base/handlers.py), should an idle culler be watching.
+        'url="http://$host:$port/api/status?no_track_activity=1"\n'
+        "if command -v curl >/dev/null 2>&1; then\n"
+        "  code=$(printf 'Authorization: token %s\\n' \"$token\" | curl -s --noproxy '*'"
+        " -o /dev/null -m 5 -w '%{{http_code}}' -H @- \"$url\") || true\n"
+        "elif command -v python3 >/dev/null 2>&1; then\n"
+        "  code=$(printf '%s\\n' \"$token\" | python3 -c {probe} \"$url\") || true\n"
+        "else\n"
+        "  code=none\n"
+        "fi\n"
+        'printf "endpoint %s %s %s %s\\nanswer %s\\n" "$addr" "$port" "$path" "$node"'
+        ' "${{code:-000}}"\n'
+        'if [ "${{code:-}}" = 200 ]; then printf "token %s\\n" "$token"; fi\n',
+        require=require_command("squeue", "Slurm's client commands"), jid=job_id,
+        state=shell_path(state_dir(jobs_dir, job_id)), probe=_PROBE,
+    )

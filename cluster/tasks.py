@@ -5,6 +5,7 @@
     fab -H user@login-node slurm.status 1234
     fab -H user@login-node slurm.logs 1234
     fab -H user@login-node slurm.cancel 1234
+    fab -H user@login-node slurm.jupyter --job-file job.yaml   # JupyterLab as a job, tunnel
 
 Each task is one or two remote commands over the one SSH connection Fabric
 holds to the login node (round trips are the cost far from the cluster):
@@ -37,6 +38,7 @@ from cluster.job import (
     validate,
 )
 from cluster.job_error import JobError
+from cluster.jupyter_session import jupyter_url, tunnel_command, wait_for_server
 from cluster.login_node import (
     EXIT_BAD_INPUT,
     REFUSED,
@@ -131,23 +133,27 @@ def load_job_file(path: str) -> dict[str, Any]:
     return parse_job_file(text, path)
 
 
-def submit_job(c: Context, spec: JobSpec, dry_run: bool = False) -> tuple[str, str]:
-    """Validate, then (unless dry_run) submit; returns (job id or '', script text)."""
+def submit_job(
+    c: Context, spec: JobSpec, dry_run: bool = False, jupyter: bool = False
+) -> tuple[str, str]:
+    """Validate, then (unless dry_run) submit; returns (job id or '', script text).
+    `jupyter`: the job serves Jupyter (slurm.jupyter) instead of the spec's command."""
+    task_name = "jupyter" if jupyter else "submit"
     try:
-        validate(spec)
+        validate(spec, command_required=not jupyter)
     except JobError as error:
-        raise fail("submit", str(error), EXIT_BAD_INPUT) from None
-    script = render_batch_script(spec).text
+        raise fail(task_name, str(error), EXIT_BAD_INPUT) from None
+    script = render_batch_script(spec, jupyter=jupyter).text
     if dry_run:
         return "", script
-    conn = connection(c, "submit")
+    conn = connection(c, task_name)
     result = login_node.run(conn, submit_snippet(spec), script)
     if result.exited == REFUSED:
         raise fail(
-            "submit", f"sbatch rejected the job: {sbatch_error_line(result.stderr)}", REFUSED
+            task_name, f"sbatch rejected the job: {sbatch_error_line(result.stderr)}", REFUSED
         )
     if result.exited != 0:
-        raise fail("submit", result.stderr.strip() or f"exit {result.exited}", result.exited)
+        raise fail(task_name, result.stderr.strip() or f"exit {result.exited}", result.exited)
     lines = result.stdout.strip().splitlines()
     for warning in result.stderr.strip().splitlines():
         print(warning, file=sys.stderr)
@@ -400,4 +406,118 @@ def cancel(c, job_id, strict_host_keys=False):
     print(cancel_job(c, job_id))
 
 
-collection = Collection("slurm", pull, submit, status, logs, cancel)
+# -- jupyter --------------------------------------------------------------------------
+
+DEFAULT_LOCAL_PORT = 8888
+DEFAULT_WAIT_SECONDS = 600
+
+
+def _whole_number(option: str, value: object, low: int, high: int) -> int:
+    """An int flag in [low, high]; JobError naming it otherwise."""
+    text = str(value).strip()
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise JobError(f"--{option}: '{value}' is not a whole number from {low} to {high}")
+    return int(text)
+
+
+@task(
+    auto_shortflags=False,
+    iterable=["sbatch", "bind", "module"],
+    help={
+        **JOB_FLAG_HELP,
+        "name": "job name (default jupyter)",
+        "local_port": f"port on your machine the tunnel listens on (default {DEFAULT_LOCAL_PORT})",
+        "wait": f"seconds to wait for the job and its server (default {DEFAULT_WAIT_SECONDS})",
+        "attach": "wait for the server of this already submitted job instead of submitting",
+        "dry_run": "print the batch script; submit nothing",
+    },
+)
+def jupyter(
+    c,
+    job_file=None,
+    image=None,
+    runtime=None,
+    cache_dir=None,
+    jobs_dir=None,
+    name=None,
+    account=None,
+    partition=None,
+    qos=None,
+    time=None,
+    cpus=None,
+    memory=None,
+    gpus=None,
+    output=None,
+    error=None,
+    sbatch=None,
+    skip_nv=False,
+    code=None,
+    data=None,
+    output_dir=None,
+    bind=None,
+    stage_data=None,
+    module=None,
+    requirements=None,
+    wheelhouse=None,
+    local_port=DEFAULT_LOCAL_PORT,
+    wait=DEFAULT_WAIT_SECONDS,
+    attach=None,
+    dry_run=False,
+    strict_host_keys=False,
+):
+    """JupyterLab as a Slurm job: submit, wait until it answers, print the tunnel and URL.
+
+    The server runs in the container (or, with --runtime none, in the modules' Python
+    or the venv the requirements build) on a free port of the compute node, with a
+    token made there. stdout: the ssh tunnel command, then the URL. The job's time
+    limit ends it, or slurm.cancel. A job file's `command` is not used.
+    """
+    if strict_host_keys:
+        require_known_host(c)
+    flags = {
+        "image": image, "runtime": runtime, "cache_dir": cache_dir, "jobs_dir": jobs_dir,
+        "name": name, "account": account, "partition": partition, "qos": qos, "time": time,
+        "cpus": cpus, "memory": memory, "gpus": gpus, "output": output, "error": error,
+        "sbatch": sbatch, "nv": False if skip_nv else None, "code": code, "data": data,
+        "output_dir": output_dir, "binds": bind, "stage_data": stage_data, "modules": module,
+        "requirements": requirements, "wheelhouse": wheelhouse,
+    }  # fmt: skip
+    try:
+        file_options = dict(load_job_file(job_file)) if job_file else {}
+        file_options.pop("command", None)  # the job serves Jupyter; a file may hold both
+        file_options.setdefault("name", "jupyter")
+        spec = merge_options(file_options, flags, job_file or "job file")
+        if spec.array:
+            raise JobError(f"--array: '{spec.array}': a Jupyter job is one server; drop the"
+                           " array from the job file")
+        port = _whole_number("local-port", local_port, 1, 65535)
+        wait_seconds = _whole_number("wait", wait, 1, 7 * 86400)
+        attach_id = check_job_id(attach) if attach is not None else None
+    except JobError as err:
+        raise fail("jupyter", str(err), EXIT_BAD_INPUT) from None
+    if attach_id is None:
+        job_id, script = submit_job(c, spec, dry_run=dry_run, jupyter=True)
+        if dry_run:
+            print(script, end="")
+            return
+    else:
+        job_id = attach_id
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    poll = wait_for_server(
+        c, job_id, spec.jobs_dir, wait_seconds,
+        log_tail=lambda: read_logs(c, job_id, 5, spec.jobs_dir, False), say=say,
+    )  # fmt: skip
+    assert poll.endpoint is not None
+    app = "JupyterLab" if poll.endpoint.path == "/lab" else "Jupyter Server"
+    limit = f"its time limit ({poll.time_limit})" if poll.time_limit else "its time limit"
+    say(f"job {job_id}: {app} answers on {poll.endpoint.node}"
+        f" ({poll.endpoint.address}:{poll.endpoint.port}); it ends with the job, at {limit},"
+        f" or with slurm.cancel {job_id}. On your machine, run the tunnel, then open the URL:")
+    print(tunnel_command(c, port, poll.endpoint))
+    print(jupyter_url(port, poll.endpoint, poll.token))
+
+
+collection = Collection("slurm", pull, submit, status, logs, cancel, jupyter)

@@ -28,6 +28,11 @@ No marker file (/tmp/pwned-...) ever appears. Decisions, option by option:
 - requirements, wheelhouse (runtime none or a container): literal, to cp and
   pip; a wheelhouse bound into a container is refused with ',' or ':' as the
   other binds are.
+- slurm.jupyter's --local-port, --wait, --attach: refused unless a whole number
+  in range (a job id), one line, before any connection. What the job writes
+  back (its endpoint) is refused unless an address, a port and a path.
+- the tunnel command slurm.jupyter prints: local paths (fab's -S config, -i
+  key) in it are shell words a user's shell splits back into the exact paths.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from cluster import tasks as slurm
 from cluster.batch_script import render_batch_script
 from cluster.job import JobSpec, validate
 from cluster.job_error import JobError
+from cluster.jupyter_session import Endpoint, parse_poll, tunnel_command
 from tests.support.hostile import hostile, markers_found, one_line
 from tests.support.slurm_cluster import ACCOUNT, PARTITION
 from tests.support.slurm_login_node import LoginNode
@@ -256,6 +262,50 @@ def test_a_containers_wheelhouse_is_bound_as_given_and_pip_reads_it_there(
     assert argv[setup + 1:setup + 4] == ["/workspace/scratch/venv",
                                          "/workspace/scratch/requirements.txt",
                                          "/workspace/wheelhouse"]
+
+
+@pytest.mark.parametrize(("what", "value"), ALL, ids=IDS)
+def test_jupyter_refuses_hostile_port_wait_and_job_id_in_one_line(what: str, value: str) -> None:
+    from invoke.context import Context
+
+    for option, flag in (("local_port", "--local-port"), ("wait", "--wait"),
+                         ("attach", "JOBID")):
+        with pytest.raises(Exit) as failure:
+            slurm.jupyter(Context(), image="/i.sif", **{option: value})
+        message = str(failure.value.message)
+        assert failure.value.code == 2
+        assert message.startswith(f"slurm.jupyter: {flag}: ") and "\n" not in message
+
+
+@pytest.mark.parametrize(("what", "value"), ONE_LINE, ids=[w for w, _ in ONE_LINE])
+def test_an_endpoint_the_job_wrote_is_refused_unless_address_port_and_path(
+        what: str, value: str) -> None:
+    # One line: the poll snippet reads the endpoint file's first line only (`read`).
+    good = "state RUNNING|None|vm|30:00\nendpoint 10.1.2.3 41234 /lab vm\nanswer 200\n"
+    assert parse_poll(good).endpoint == Endpoint("10.1.2.3", 41234, "/lab", "vm")
+    for bad in (f"{value} 41234 /lab vm", f"10.1.2.3 {value} /lab vm",
+                f"10.1.2.3 41234 {value} vm", f"10.1.2.3 41234 /lab {value}"):
+        with pytest.raises(ValueError, match="endpoint file holds"):
+            parse_poll(f"state RUNNING|None|vm|30:00\nendpoint {bad}\nanswer 200\n")
+    with pytest.raises(ValueError, match="token file holds"):
+        parse_poll(good + f"token {value}\n")
+
+
+@pytest.mark.parametrize(("what", "value"), ONE_LINE, ids=[w for w, _ in ONE_LINE])
+def test_the_printed_tunnel_splits_back_into_the_exact_paths(what: str, value: str,
+                                                             tmp_path: Path) -> None:
+    import shlex
+
+    from fabric import Config
+
+    config = Config()
+    config.set_runtime_ssh_path(f"/cfg {value}")
+    conn = Connection("login.example", user="me", port=2222, config=config,
+                      connect_kwargs={"key_filename": [f"/keys/id {value}"]})
+    line = tunnel_command(conn, 8888, Endpoint("10.1.2.3", 41234, "/lab", "vm"))
+    assert shlex.split(line) == ["ssh", "-F", f"/cfg {value}", "-i", f"/keys/id {value}",
+                                 "-p", "2222", "-N", "-L", "8888:10.1.2.3:41234",
+                                 "me@login.example"]
 
 
 # --- the login-node snippets under sh: the exact paths are written and named ----------------

@@ -375,6 +375,7 @@ def test_every_remote_snippet_parses_in_bash_and_posix_sh(shell: str) -> None:
         remote_scripts.status_snippet("12_3"),
         remote_scripts.logs_locate_snippet("12", "~/.workbench/slurm"),
         remote_scripts.cancel_snippet("12"),
+        remote_scripts.jupyter_poll_snippet("12", "~/.workbench/slurm"),
         remote_scripts.submit_snippet(spec(runtime="none", image="", requirements="r.txt",
                                            wheelhouse="wh", modules=("python/3.11",))),
         *(remote_scripts.pull_snippet(rt, "nvcr.io/nvidia/x:1", "~/sif")
