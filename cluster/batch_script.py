@@ -244,9 +244,19 @@ def module_lines(spec: JobSpec) -> list[Sh]:
         Sh("  exit 3"),
         Sh("fi"),
     ]
-    # Lmod returns non-zero for a module it cannot find, after saying so.
-    out += [sh('module load {module} || {{ echo "gpu-workbench: module load" {module} "failed"'
-               " >&2; exit 3; }}", module=m) for m in spec.modules]
+    # Lmod returns non-zero for a module it cannot find, after a dozen lines on
+    # stderr; the job's last line says which module and the first of Lmod's words.
+    out += [Sh('wb_modules=$(mktemp) && wb_remove+=("$wb_modules")')]
+    for module in spec.modules:
+        out += [
+            sh('if ! module load {module} 2>"$wb_modules"; then', module=module),
+            sh('  echo "gpu-workbench: module load" {module} "failed:'
+               " $(grep -v '^[[:space:]]*$' \"$wb_modules\" | head -n 2 | tr '\\n' ' ')\" >&2",
+               module=module),
+            Sh("  exit 3"),
+            Sh("fi"),
+            Sh('cat -- "$wb_modules" >&2  # what a load that worked said (warnings)'),
+        ]
     return [*out, Sh("")]
 
 

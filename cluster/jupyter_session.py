@@ -104,7 +104,7 @@ def jupyter_url(local_port: int, endpoint: Endpoint, token: str) -> str:
     return f"http://localhost:{local_port}{endpoint.path}?token={token}"
 
 
-def one_line_tail(log: str, lines: int = 5) -> str:
+def one_line_tail(log: str, lines: int = 3) -> str:
     kept = [line.strip() for line in log.splitlines() if line.strip()][-lines:]
     return " / ".join(kept) if kept else "(empty)"
 

@@ -459,8 +459,8 @@ def jupyter(
     module=None,
     requirements=None,
     wheelhouse=None,
-    local_port=DEFAULT_LOCAL_PORT,
-    wait=DEFAULT_WAIT_SECONDS,
+    local_port=None,
+    wait=None,
     attach=None,
     dry_run=False,
     strict_host_keys=False,
@@ -490,8 +490,12 @@ def jupyter(
         if spec.array:
             raise JobError(f"--array: '{spec.array}': a Jupyter job is one server; drop the"
                            " array from the job file")
-        port = _whole_number("local-port", local_port, 1, 65535)
-        wait_seconds = _whole_number("wait", wait, 1, 7 * 86400)
+        # Defaults are None, not ints: invoke would cast a flag to its default's type
+        # and stop with a traceback on '--local-port x' instead of our one line.
+        port = _whole_number("local-port", DEFAULT_LOCAL_PORT if local_port is None
+                             else local_port, 1, 65535)
+        wait_seconds = _whole_number("wait", DEFAULT_WAIT_SECONDS if wait is None else wait,
+                                     1, 7 * 86400)
         attach_id = check_job_id(attach) if attach is not None else None
     except JobError as err:
         raise fail("jupyter", str(err), EXIT_BAD_INPUT) from None
@@ -508,7 +512,7 @@ def jupyter(
 
     poll = wait_for_server(
         c, job_id, spec.jobs_dir, wait_seconds,
-        log_tail=lambda: read_logs(c, job_id, 5, spec.jobs_dir, False), say=say,
+        log_tail=lambda: read_logs(c, job_id, 20, spec.jobs_dir, False), say=say,
     )  # fmt: skip
     assert poll.endpoint is not None
     app = "JupyterLab" if poll.endpoint.path == "/lab" else "Jupyter Server"

@@ -277,6 +277,24 @@ def test_jupyter_refuses_hostile_port_wait_and_job_id_in_one_line(what: str, val
         assert message.startswith(f"slurm.jupyter: {flag}: ") and "\n" not in message
 
 
+@pytest.mark.parametrize(("what", "value"), ALL, ids=IDS)
+def test_fab_itself_refuses_hostile_port_wait_and_job_id_in_one_line(what: str,
+                                                                     value: str) -> None:
+    """Through the real `fab` command line, where invoke parses the flags first (it would
+    cast a flag with an int default, with a traceback); nothing connects: no host listens
+    on port 1."""
+    fab = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "fab"
+    for flag, says in (("--local-port", "--local-port"), ("--wait", "--wait"),
+                       ("--attach", "JOBID")):
+        done = subprocess.run([str(fab), "-H", "me@127.0.0.1:1", "slurm.jupyter", "--image",
+                               "/i.sif", flag, value], capture_output=True, text=True,
+                              cwd=fab.parents[2], timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert done.stdout == ""
+        message = done.stderr.strip()
+        assert message.startswith(f"slurm.jupyter: {says}: ") and "\n" not in message, message
+
+
 @pytest.mark.parametrize(("what", "value"), ONE_LINE, ids=[w for w, _ in ONE_LINE])
 def test_an_endpoint_the_job_wrote_is_refused_unless_address_port_and_path(
         what: str, value: str) -> None:

@@ -315,10 +315,12 @@ def test_a_job_that_fails_before_jupyter_answers_gives_its_log_tail_in_one_line(
         if why:
             skip_or_fail(why)
         options: dict[str, object] = {"runtime": "none", "modules": ["nosuchmodule/1.0"]}
-        says = 'gpu-workbench: module load nosuchmodule/1.0 failed'
+        # Lmod's own words, carried onto the job's last line.
+        says = ('gpu-workbench: module load nosuchmodule/1.0 failed: Lmod has detected the'
+                ' following error: The following module(s) are unknown: "nosuchmodule/1.0"')
     else:
         options = {"runtime": "charliecloud", "image": str(login_node.busybox_image)}
-        says = "python3"
+        says = "error: can't execve(2): python3: No such file or directory"
     spec = job_file(tmp_path, name=f"jupyter-{case}", time="00:05:00",
                     jobs_dir=f"jupyter-{case}", **options)
     failed = run_fab(login_node, "slurm.jupyter", "--job-file", str(spec), "--wait", "120")

@@ -139,7 +139,7 @@ def test_the_url_and_a_log_tail_on_one_line() -> None:
     assert jupyter_url(8888, endpoint, TOKEN) == f"http://localhost:8888/lab?token={TOKEN}"
     assert jupyter_url(9000, replace(endpoint, path="/"), "t" * 20) == (
         "http://localhost:9000/?token=" + "t" * 20)
-    assert one_line_tail("a\n\n b \nc\nd\ne\nf\n") == "b / c / d / e / f"
+    assert one_line_tail("a\n\n b \nc\n\nd\n") == "b / c / d"
     assert one_line_tail("") == "(empty)"
 
 
