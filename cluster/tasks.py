@@ -73,6 +73,16 @@ STRICT_HOST_KEYS_HELP = ("refuse a login node not yet in known_hosts (default: r
                          "print its fingerprint, as ssh's accept-new; a changed key is always "
                          "refused)")
 
+# Whole-number flags default to None, not ints: invoke casts a flag to its default's
+# type and stops with a traceback on '--lines x' instead of the task's one line.
+def _whole_number(option: str, value: object, low: int, high: int) -> int:
+    """An int flag in [low, high]; JobError naming it otherwise."""
+    text = str(value).strip()
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise JobError(f"--{option}: '{value}' is not a whole number from {low} to {high}")
+    return int(text)
+
+
 # -- pull -----------------------------------------------------------------------
 
 
@@ -369,17 +379,18 @@ def read_logs(c: Context, job_id: str, lines: int, jobs_dir: str, stderr: bool) 
         "strict_host_keys": STRICT_HOST_KEYS_HELP,
     },
 )
-def logs(c, job_id, lines=100, jobs_dir=None, job_file=None, stderr=False,
+def logs(c, job_id, lines=None, jobs_dir=None, job_file=None, stderr=False,
          strict_host_keys=False):
     """Tail a job's output file, wherever Slurm put it."""
     if strict_host_keys:
         require_known_host(c)
     try:
+        count = _whole_number("lines", 100 if lines is None else lines, 1, 1_000_000)
         file_options = load_job_file(job_file) if job_file else None
         spec = merge_options(file_options, {"jobs_dir": jobs_dir}, job_file or "job file")
     except JobError as error:
         raise fail("logs", str(error), EXIT_BAD_INPUT) from None
-    print(read_logs(c, job_id, int(lines), spec.jobs_dir, stderr), end="")
+    print(read_logs(c, job_id, count, spec.jobs_dir, stderr), end="")
 
 
 def cancel_job(c: Context, job_id: str) -> str:
@@ -410,14 +421,6 @@ def cancel(c, job_id, strict_host_keys=False):
 
 DEFAULT_LOCAL_PORT = 8888
 DEFAULT_WAIT_SECONDS = 600
-
-
-def _whole_number(option: str, value: object, low: int, high: int) -> int:
-    """An int flag in [low, high]; JobError naming it otherwise."""
-    text = str(value).strip()
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise JobError(f"--{option}: '{value}' is not a whole number from {low} to {high}")
-    return int(text)
 
 
 @task(
@@ -490,8 +493,6 @@ def jupyter(
         if spec.array:
             raise JobError(f"--array: '{spec.array}': a Jupyter job is one server; drop the"
                            " array from the job file")
-        # Defaults are None, not ints: invoke would cast a flag to its default's type
-        # and stop with a traceback on '--local-port x' instead of our one line.
         port = _whole_number("local-port", DEFAULT_LOCAL_PORT if local_port is None
                              else local_port, 1, 65535)
         wait_seconds = _whole_number("wait", DEFAULT_WAIT_SECONDS if wait is None else wait,

@@ -278,8 +278,8 @@ def test_jupyter_refuses_hostile_port_wait_and_job_id_in_one_line(what: str, val
 
 
 @pytest.mark.parametrize(("what", "value"), ALL, ids=IDS)
-def test_fab_itself_refuses_hostile_port_wait_and_job_id_in_one_line(what: str,
-                                                                     value: str) -> None:
+def test_fab_itself_refuses_hostile_whole_number_flags_in_one_line(what: str,
+                                                                  value: str) -> None:
     """Through the real `fab` command line, where invoke parses the flags first (it would
     cast a flag with an int default, with a traceback); nothing connects: no host listens
     on port 1."""
@@ -293,6 +293,10 @@ def test_fab_itself_refuses_hostile_port_wait_and_job_id_in_one_line(what: str,
         assert done.stdout == ""
         message = done.stderr.strip()
         assert message.startswith(f"slurm.jupyter: {says}: ") and "\n" not in message, message
+    done = subprocess.run([str(fab), "-H", "me@127.0.0.1:1", "slurm.logs", "12", "--lines", value],
+                          capture_output=True, text=True, cwd=fab.parents[2], timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().startswith("slurm.logs: --lines: ")
 
 
 @pytest.mark.parametrize(("what", "value"), ONE_LINE, ids=[w for w, _ in ONE_LINE])
