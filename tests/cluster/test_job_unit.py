@@ -145,6 +145,16 @@ def test_job_files_that_are_not_job_files(text: str, message: str) -> None:
         parse_job_file(text, "job.yaml")
 
 
+@pytest.mark.parametrize("name", ["slurm-jupyter.yaml", "slurm-venv.yaml"])
+def test_the_jupyter_and_venv_examples_render_valid_scripts(name: str) -> None:
+    text = (PROJECT / "examples" / name).read_text()
+    job = merge_options(parse_job_file(text, name), {}, name)
+    for jupyter in (True, False):
+        if jupyter or job.command:
+            validate(job, command_required=not jupyter)
+            assert syntax_ok(render_batch_script(job, jupyter=jupyter).text)
+
+
 def test_the_shipped_example_job_file_renders_a_valid_script() -> None:
     text = (PROJECT / "examples" / "slurm-job.yaml").read_text()
     job = validate(merge_options(parse_job_file(text, "example"), {}, "example"))
