@@ -19,7 +19,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -96,10 +96,10 @@ def refuses(address: str, port: int) -> bool:
         return sock.connect_ex((address, port)) != 0
 
 
-def until(check: object, what: str, attempts: int = 300) -> None:
+def until(check: Callable[[], bool], what: str, attempts: int = 300) -> None:
     """Poll a condition (bounded; a hang becomes a failure, not a timing assertion)."""
     for _ in range(attempts):
-        if check():  # type: ignore[operator]
+        if check():
             return
         time.sleep(0.2)
     raise AssertionError(f"never: {what}")
