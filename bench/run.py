@@ -35,6 +35,7 @@ from pathlib import Path
 
 from bench import hosts as bench_hosts
 from bench.latency import DelayProxies, netem_available, netem_delay
+from bench.markdown import replace_section, section_of
 from tests.support import testhosts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +47,8 @@ IMAGE = testhosts.STANDIN_IMAGE
 # check (no GPU here) and the Azure data-root move (not in the playbook).
 FAB_FLAGS = ["bootstrap", "--image", IMAGE, "--skip-check"]
 TOKEN_FILE = ".config/gpu-workbench/jupyter_token"
+# docs/bench.md sections written by other benchmarks (bench/status.py).
+OTHER_BENCH_SECTIONS = ("## scripts/status",)
 
 
 @dataclass
@@ -332,7 +335,13 @@ def main(argv: list[str] | None = None) -> int:
             f"- {f}\n" for f in failed_runs)
     print(text)
     if not args.no_write:
-        Path(args.out).write_text(text)
+        out = Path(args.out)
+        # Sections other benchmarks write into the same page stay as they were.
+        for heading in OTHER_BENCH_SECTIONS:
+            kept = section_of(out.read_text(), heading) if out.exists() else None
+            if kept:
+                text = replace_section(text, heading, kept)
+        out.write_text(text)
         print(f"wrote {args.out}")
     return 0
 

@@ -63,6 +63,9 @@ class BootstrapOptions:
     # The stack's data volume (its data_volume_id output): only that disk is used.
     data_volume_id: str | None = None
     autostop_minutes: int = 60  # stop the machine after this many idle minutes; 0: off
+    # Azure: Docker moves to the resource disk (wiped at deallocate) only when the disk it
+    # is on has less than this free.
+    docker_min_free_gib: int = 50
     # Host keys: refuse hosts not yet in known_hosts; accept a new host only with this key.
     strict_host_keys: bool = False
     host_key_fingerprint: str | None = None
@@ -71,6 +74,10 @@ class BootstrapOptions:
     # workbench.pull_stall_seconds; no flags).
     pull_progress_seconds: float = PROGRESS_INTERVAL_S
     pull_stall_seconds: int = PULL_STALL_S
+    # Where the idle check reaches Azure (written into its config): the real
+    # endpoints; a test points them at a local server that answers as Azure documents.
+    azure_imds_url: str = "http://169.254.169.254"
+    azure_arm_url: str = "https://management.azure.com"
 
     def __post_init__(self) -> None:
         if self.cloud is not None and self.cloud not in CLOUDS:
@@ -102,6 +109,9 @@ class BootstrapOptions:
         if not 0 <= self.autostop_minutes <= 7 * 24 * 60:
             raise ValueError(f"--autostop-minutes must be 0 (off) to 10080, not "
                              f"{self.autostop_minutes}")
+        if not 0 <= self.docker_min_free_gib <= 1_000_000:
+            raise ValueError(f"--docker-min-free-gib must be 0 to 1000000, not "
+                             f"{self.docker_min_free_gib}")
         if not self.data_mount.startswith("/") or self.data_mount == "/":
             raise ValueError(f"--data-mount must be an absolute directory, not "
                              f"{self.data_mount!r}")

@@ -183,6 +183,31 @@ class Remote:
             self._raise_for_sudo(out)
         return out
 
+    def stream(self, script: Sh, out: Any, err: Any, *, pty: bool = False) -> int:
+        """Run a read-only sh script as root, its stdout written to `out` and its stderr
+        to `err` as they arrive; return its exit status.
+
+        Unlike run(), SIGPIPE/SIGHUP are not ignored: a reader that follows a log must
+        end when we go away. pty=True gives it a terminal, so Ctrl-C here reaches it
+        as SIGINT there (sudo -n needs no password prompt on it).
+        """
+        if not isinstance(script, Sh):
+            raise TypeError(f"Remote.stream takes an Sh built with bootstrap.shell.sh(), not "
+                            f"{type(script).__name__}")
+        command = sh("sh -c {script}", script=script.text)  # the script, as one quoted word
+        if not self.as_root_directly:
+            if self.sudo_password is not None:
+                raise HostError(f"sudo on {self.label} needs a password; logs need "
+                                "passwordless sudo (as the clouds' images have)")
+            command = sh("sudo -n -- {command}", command=command)
+        self.commands_sent += 1
+        try:
+            result = self.connection.run(command.text, hide=False, warn=True, pty=pty,
+                                         in_stream=False, out_stream=out, err_stream=err)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise HostError(f"lost the SSH connection to {self.label}: {_describe(exc)}") from exc
+        return int(result.exited)
+
     def put_private(self, data: bytes, path: str) -> None:
         """Write a secret to `path` (as the login user, mode 600) over SFTP.
 

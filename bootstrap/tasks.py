@@ -20,9 +20,10 @@ from invoke import Collection, Context
 from invoke.exceptions import Exit
 
 from bootstrap.container_spec import DEFAULT_IMAGE, DEFAULT_NAME, DEFAULT_WORKSPACE
+from bootstrap.logs import DEFAULT_LINES, SOURCES, LogsError, log_command, show_logs
 from bootstrap.options import JUPYTER_TOKEN_ENV, BootstrapOptions, requirement_lines
 from bootstrap.recap import HostReport, format_recap
-from bootstrap.remote import strict_host_keys_configured
+from bootstrap.remote import HostError, Remote, strict_host_keys_configured
 from bootstrap.runner import DEFAULT_STEPS, bootstrap_host
 from components.images import PRESETS
 
@@ -113,7 +114,11 @@ def pull_settings(config: Any) -> dict[str, Any]:
 HELP = {
     "check": "read facts and print what would change; change nothing",
     "wait-timeout": "seconds to wait for SSH, cloud-init and the dpkg lock (default 300)",
-    "cloud": "aws, gcp or azure (default: detect; azure moves Docker to /mnt/docker)",
+    "cloud": ("aws, gcp or azure (default: detect; on azure Docker may move to the resource "
+              "disk: --docker-min-free-gib)"),
+    "docker-min-free-gib": ("Azure: move Docker's data-root to the resource disk /mnt, which "
+                            "a deallocate wipes, only when its disk has less than this free "
+                            "(default 50)"),
     "image": ("a preset (" + ", ".join(p.name for p in PRESETS) + ") or any image "
               f"(default {DEFAULT_IMAGE})"),
     "pip": "an extra Python package for the container, as pip takes it (repeatable)",
@@ -151,7 +156,7 @@ def _help(*names: str) -> dict[str, str]:
       help=_help("check", "wait-timeout", "cloud", "image", "name", "workspace",
                  "chmod-home", "skip-check", "pip", "requirements", "jupyter-token", "mlflow",
                  "data-device", "data-mount", "data-volume-id", "autostop-minutes",
-                 "host-key-fingerprint"))
+                 "host-key-fingerprint", "docker-min-free-gib"))
 def bootstrap(c: Any, cloud: str | None = None, image: str = DEFAULT_IMAGE,
               name: str = DEFAULT_NAME, workspace: str = DEFAULT_WORKSPACE,
               check: bool = False, skip_check: bool = False, chmod_home: bool = False,
@@ -160,7 +165,8 @@ def bootstrap(c: Any, cloud: str | None = None, image: str = DEFAULT_IMAGE,
               mlflow: bool = False, data_device: str | None = None,
               data_mount: str = "/data", data_volume_id: str | None = None,
               autostop_minutes: int = 60, strict_host_keys: bool = False,
-              host_key_fingerprint: str | None = None) -> None:
+              host_key_fingerprint: str | None = None,
+              docker_min_free_gib: int = 50) -> None:
     """Make a GPU VM ready for NGC containers: every step, in order."""
     steps = (*DEFAULT_STEPS, "mlflow") if mlflow else DEFAULT_STEPS
     _run(c, steps, cloud=cloud, image=image, container_name=name, workspace=workspace,
@@ -169,7 +175,8 @@ def bootstrap(c: Any, cloud: str | None = None, image: str = DEFAULT_IMAGE,
          jupyter_token=jupyter_token, mlflow=mlflow, data_device=data_device,
          data_mount=data_mount, data_volume_id=data_volume_id,
          autostop_minutes=int(autostop_minutes), strict_host_keys=strict_host_keys,
-         host_key_fingerprint=host_key_fingerprint)
+         host_key_fingerprint=host_key_fingerprint,
+         docker_min_free_gib=int(docker_min_free_gib))
 
 
 @task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout"))
@@ -197,12 +204,14 @@ def nvidia_runtime(c: Any, check: bool = False, wait_timeout: int = 300,
          strict_host_keys=strict_host_keys)
 
 
-@task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout", "cloud"))
+@task(post=[recap], auto_shortflags=False,
+      help=_help("check", "wait-timeout", "cloud", "docker-min-free-gib"))
 def data_root(c: Any, cloud: str | None = None, check: bool = False,
-              wait_timeout: int = 300, strict_host_keys: bool = False) -> None:
-    """On Azure, move Docker's data-root to /mnt/docker."""
+              wait_timeout: int = 300, strict_host_keys: bool = False,
+              docker_min_free_gib: int = 50) -> None:
+    """On Azure, move Docker's data-root to /mnt/docker when its disk is short of space."""
     _run(c, ("data-root",), cloud=cloud, check=check, wait_timeout=float(wait_timeout),
-         strict_host_keys=strict_host_keys)
+         strict_host_keys=strict_host_keys, docker_min_free_gib=int(docker_min_free_gib))
 
 
 @task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout"))
@@ -275,5 +284,38 @@ def gpu_check(c: Any, image: str = DEFAULT_IMAGE, wait_timeout: int = 300,
          strict_host_keys=strict_host_keys)
 
 
+@task(auto_shortflags=False, help={
+    "source": "what to read: " + "; ".join(f"{s.name}: {s.what}" for s in SOURCES.values())
+              + " (default container)",
+    "lines": f"how many lines back to start (default {DEFAULT_LINES})",
+    "follow": "keep reading as new lines come (Ctrl-C to stop)",
+    "name": f"the workbench container's name (default {DEFAULT_NAME})",
+    "strict-host-keys": HELP["strict-host-keys"]})
+def logs(c: Any, source: str = "container", lines: str = str(DEFAULT_LINES),
+         follow: bool = False, name: str = DEFAULT_NAME, strict_host_keys: bool = False) -> None:
+    """Show the workbench container's, AIAA's, MLflow's or the idle check's logs."""
+    if not isinstance(c, Connection):
+        raise Exit("no host given: use fab -H user@host logs", code=2)
+    try:
+        # A str flag, read here: Invoke's own int cast answers "lots" with a traceback.
+        if not lines.strip().isdigit():
+            raise LogsError(f"--lines must be a whole number, not {lines!r}")
+        options = BootstrapOptions(container_name=name)
+        script = log_command(source, int(lines), follow, options.container_name)
+    except (ValueError, LogsError) as exc:
+        raise Exit(f"logs: {exc}", code=2) from exc
+    remote = Remote(c, strict_host_keys=strict_host_keys or strict_host_keys_configured(c.config),
+                    on_new_host_key=lambda line: print(f"{c.user}@{c.host}  {line}", flush=True))
+    try:
+        remote.connect(30.0)
+        code = show_logs(remote, script, follow=follow)
+    except HostError as exc:
+        raise Exit(f"{remote.label}  logs: {exc}", code=2) from exc
+    finally:
+        remote.close()
+    if code not in (0, 130):
+        raise Exit(code=1)
+
+
 collection = Collection(bootstrap, wait, umask, nvidia_runtime, data_root, data_volume,
-                        compose, compat, container, mlflow_server, autostop, gpu_check)
+                        compose, compat, container, mlflow_server, autostop, gpu_check, logs)

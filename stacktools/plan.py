@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from bootstrap.onhost.workbench_idle_check import check_interval_ms, human_span
 from components import catalog, images, network
 from stacktools.mock_engine import (
     KNOWN_AFTER_UP,
@@ -208,8 +209,11 @@ def stop_policy(run: ProgramRun, cloud: catalog.Cloud) -> list[str]:
     minutes = run.outputs.get("autostop_minutes")
     if not minutes:
         return ["autostop off (autostopMinutes: 0): the machine bills until you stop it"]
-    lines = [f"autostop after {minutes} idle minutes (GPU idle, no SSH session, no Jupyter "
-             "kernel activity), installed by the bootstrap"]
+    every = check_interval_ms(float(minutes) * 60) / 1000
+    lines = [f"autostop after {minutes} idle minutes (no GPU use or GPU process, no SSH or app "
+             "connection, no busy Jupyter kernel), installed by the bootstrap; a check every "
+             f"{human_span(every)}: it stops about {human_span(float(minutes) * 60 + every)} "
+             "after the last activity at most (docs/autostop.md)"]
     if cloud == "aws":
         behaviour = run.one("aws:ec2/instance:Instance").inputs.get(
             "instanceInitiatedShutdownBehavior")

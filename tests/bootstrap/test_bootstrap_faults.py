@@ -155,7 +155,8 @@ echo "status: done"
 
 def test_killed_half_way_then_rerun_converges(host: TestHost, tmp_path: Path) -> None:
     args = [FAB, "-H", host.ssh_target, "-i", str(host.key_path), "bootstrap", "--cloud",
-            "azure", "--image", STANDIN_IMAGE, "--skip-check"]
+            "azure", "--image", STANDIN_IMAGE, "--skip-check", "--docker-min-free-gib", "1000000"]
+    host.mount_resource_disk()
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
                                             "HOME": str(tmp_path)})

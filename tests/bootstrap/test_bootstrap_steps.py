@@ -28,14 +28,19 @@ def state(host: TestHost) -> dict[str, object]:
 
 def test_check_mode_reports_what_would_change_and_changes_nothing(host: TestHost,
                                                                    tmp_path: Path) -> None:
+    # The move to the resource disk is what a short OS disk gets: ask for more than is free.
+    host.mount_resource_disk()
     before = state(host)
     proc = fab("-H", host.ssh_target, "-i", str(host.key_path), "bootstrap", "--check",
-               "--cloud", "azure", "--image", STANDIN_IMAGE, home=tmp_path)
+               "--cloud", "azure", "--image", STANDIN_IMAGE, "--docker-min-free-gib",
+               "1000000", home=tmp_path)
     out = proc.stdout
     assert proc.returncode != 0, "check mode still runs the (read-only) GPU check, which fails"
     assert "would add umask 0002 to /home/wb/.bashrc" in out
     assert "would add runtimes.nvidia to /etc/docker/daemon.json (new file); reload dockerd" in out
-    assert "would copy /var/lib/docker to /mnt/docker; set data-root" in out
+    assert ("would copy /var/lib/docker to /mnt/docker; set data-root in /etc/docker/daemon.json; "
+            "write /etc/systemd/system/docker.service.d/gpu-workbench-data-root.conf "
+            "(docker.service waits for /mnt); restart dockerd") in out
     assert "would install the docker compose plugin" in out
     assert f"would create workbench from {STANDIN_IMAGE}" in out
     assert "would write /usr/local/lib/gpu-workbench/workbench_idle_check.py" in out
@@ -158,9 +163,12 @@ def test_azure_is_detected_by_its_agent_and_an_explicit_cloud_wins(host: TestHos
     explicit = run_steps(host, ("data-root",), cloud="aws")
     assert explicit.status("data-root") == "skipped"
     assert explicit.message("data-root") == "not Azure (--cloud aws)"
-    detected = run_steps(host, ("data-root",))
+    host.mount_resource_disk()
+    detected = run_steps(host, ("data-root",), docker_min_free_gib=1_000_000)
     assert detected.status("data-root") == "changed", detected.lines
     assert host.docker_info()["DockerRootDir"] == "/mnt/docker"
     again = run_steps(host, ("data-root",))
     assert again.status("data-root") == "ok"
-    assert again.message("data-root") == "dockerd root is /mnt/docker (detected: /var/lib/waagent)"
+    assert again.message("data-root") == (
+        "dockerd root is /mnt/docker, docker.service waits for its mount (detected: "
+        "/var/lib/waagent)")

@@ -22,8 +22,11 @@ def bootstrap(host: TestHost, home: Path, *extra: str) -> tuple[int, str]:
 def test_two_hosts_cold_then_second_run_changes_nothing(two_hosts: list[TestHost],
                                                          tmp_path: Path) -> None:
     azure, aws = two_hosts
-    flags = {azure.name: ("--cloud", "azure"), aws.name: ("--cloud", "aws")}
+    # The Azure host's OS disk is "short": Docker moves to its resource disk.
+    flags = {azure.name: ("--cloud", "azure", "--docker-min-free-gib", "1000000"),
+             aws.name: ("--cloud", "aws")}
 
+    azure.mount_resource_disk()
     for h in two_hosts:
         rc, out = bootstrap(h, tmp_path, *flags[h.name])
         assert rc == 0, out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,9 +36,10 @@ OUTPUTS = {
 
 def script(*args: str, env: dict[str, str] | None = None,
            home: Path | None = None) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("FABRIC_")}
-    if home is not None:
-        full["HOME"] = str(home)
+    full = {k: v for k, v in os.environ.items()
+            if not k.startswith("FABRIC_") and k != "XDG_CONFIG_HOME"}
+    # Never the real home: a stack name saves its outputs under ~/.config.
+    full["HOME"] = str(home if home is not None else Path(tempfile.mkdtemp(prefix="wb-home-")))
     full.update(env or {})
     return subprocess.run([SCRIPT, *args], capture_output=True, text=True, env=full,
                           timeout=180, cwd="/")
@@ -117,7 +119,7 @@ def test_stack_name_asks_the_pulumi_cli(tmp_path: Path) -> None:
     (bin_dir / "pulumi").write_text(
         f"#!/bin/sh\necho \"$PWD $*\" > {log}\necho '{json.dumps({'public_ip': ''})}'\n")
     (bin_dir / "pulumi").chmod(0o755)
-    proc = script("aws", env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    proc = script("aws", env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, home=tmp_path)
     assert log.read_text().strip() == f"{REPO} stack output --json --show-secrets -s aws"
     assert proc.returncode == 2 and "stack aws: no public_ip in the outputs" in proc.stderr
 
@@ -133,7 +135,8 @@ def test_saved_outputs_bootstrap_a_test_host(host: TestHost, tmp_path: Path) -> 
     saved.write_text(json.dumps(outputs, indent=2))
     saved.chmod(0o600)  # it holds the token
     plain_names(tmp_path)
-    proc = script(str(saved), "-i", str(host.key_path), "--skip-check", home=tmp_path)
+    proc = script(str(saved), "-i", str(host.key_path), "--skip-check",
+                  "--docker-min-free-gib", "1", home=tmp_path)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     known = tmp_path / ".ssh" / "known_hosts"
@@ -142,14 +145,16 @@ def test_saved_outputs_bootstrap_a_test_host(host: TestHost, tmp_path: Path) -> 
         f"scripts/bootstrap: new host {host.ip}: ED25519 {fingerprint} added to {known} "
         "(plain; the stack's host_key)\n"
         f"scripts/bootstrap: fab -H {host.ssh_target} -i {host.key_path} bootstrap --cloud "
-        f"azure --image {STANDIN_IMAGE} --host-key-fingerprint {fingerprint} --skip-check  "
+        f"azure --image {STANDIN_IMAGE} --host-key-fingerprint {fingerprint} --skip-check "
+        "--docker-min-free-gib 1  "
         "(Jupyter token from the stack, in WORKBENCH_JUPYTER_TOKEN)\n"), out
     assert "new host" not in out.split("\n", 1)[1]  # fab found the key pinned
     # The stack's token is the container's, and is printed once: in the URL.
     assert out.count(token) == 1 and f"/lab?token={token}" in out
     assert host.out("cat /home/wb/.config/gpu-workbench/jupyter_token").strip() == token
     assert recap_counts(out)[host.ssh_target]["failed"] == 0
-    assert host.docker_info()["DockerRootDir"] == "/mnt/docker"
+    # An Azure stack's OS disk has room (here: at least 1 GiB): Docker stays on it.
+    assert host.docker_info()["DockerRootDir"] == "/var/lib/docker"
     assert host.out("docker inspect -f '{{.Config.Image}}' workbench").strip() == STANDIN_IMAGE
 
 

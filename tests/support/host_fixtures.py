@@ -8,6 +8,7 @@ A pytest plugin, loaded by tests/conftest.py, so every suite starts hosts the sa
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -51,14 +52,21 @@ def bare_host(real_parts: None) -> Iterator[TestHost]:
         testhosts.stop_host(h)
 
 
-@pytest.fixture(scope="module")
-def two_hosts(real_parts: None) -> Iterator[list[TestHost]]:
-    hosts = testhosts.start_hosts(2)
+@contextlib.contextmanager
+def started_hosts(count: int) -> Iterator[list[TestHost]]:
+    """`count` fresh hosts, stopped afterwards."""
+    hosts = testhosts.start_hosts(count)
     try:
         yield hosts
     finally:
         for h in hosts:
             testhosts.stop_host(h)
+
+
+@pytest.fixture(scope="module")
+def two_hosts(real_parts: None) -> Iterator[list[TestHost]]:
+    with started_hosts(2) as hosts:
+        yield hosts
 
 
 @pytest.fixture(scope="session")

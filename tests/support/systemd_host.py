@@ -594,7 +594,7 @@ def start_systemd_host(*, owner_pid: int | None = None, import_image: bool = Tru
         host_dir = BASE_DIR / name
         host_dir.mkdir(parents=True)
         (host_dir / "owner").write_text(str(owner_pid or os.getpid()))
-    process: subprocess.Popen[bytes] | None = None
+    host: SystemdHost | None = None
     try:
         for key in ("id_ed25519", "ssh_host_ed25519_key"):
             _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}-{key}",
@@ -613,67 +613,98 @@ def start_systemd_host(*, owner_pid: int | None = None, import_image: bool = Tru
         _setup_netns(name, index)
         cgroups = _cgroup_dirs(name, create=True)
         (host_dir / "cgroups.json").write_text(json.dumps([str(cg) for cg in cgroups]))
-        nspawn = [
-            "systemd-nspawn", "--boot", f"--directory={host_dir / 'root'}", f"--machine={name}",
-            f"--uuid={machine_id}",
-            # No systemd on the box to register with or to make a scope unit for us.
-            "--keep-unit", "--register=no",
-            "--link-journal=no",  # the journal stays in the host's own /var/log/journal
-            f"--network-namespace-path=/run/netns/{name}",
-            "--capability=all",  # dockerd and runc need what a VM's root has
-            "--system-call-filter=add_key keyctl bpf",  # runc uses them
-            f"--bind={host_dir / 'docker'}:/var/lib/docker",
-            f"--bind={host_dir / 'mnt'}:/mnt",
-            "--console=read-only",
-        ]
-        env = dict(os.environ)
-        # dockerd writes /proc/sys/net (forwarding); nspawn makes it read-only
-        # with --network-namespace-path unless told the netns is the host's own.
-        env["SYSTEMD_NSPAWN_API_VFS_WRITABLE"] = "network"
-        env["WORKBENCH_CGROUP_PROCS"] = " ".join(str(cg / "cgroup.procs") for cg in cgroups)
-        log = open(host_dir / "boot.log", "wb")  # noqa: SIM115 - handed to the child
-        boot_time = time.monotonic()
-        # The shell joins the host's cgroups and execs nspawn, so everything the
-        # host ever runs is inside them (and cleanup finds it there).
-        process = subprocess.Popen(
-            ["/bin/sh", "-c",
-             'for f in $WORKBENCH_CGROUP_PROCS; do echo $$ > "$f"; done; '
-             'unset WORKBENCH_CGROUP_PROCS; exec "$@"', "launch", *nspawn],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True,  # its own process group: a Ctrl-C of pytest is not its
-        )
-        log.close()
-        (host_dir / "nspawn.pid").write_text(str(process.pid))
         host = SystemdHost(name=name, index=index, dir=host_dir,
                            key_path=host_dir / "id_ed25519",
                            host_key_path=host_dir / "ssh_host_ed25519_key.pub",
                            known_hosts_path=known_hosts, machine_id=machine_id,
-                           boot_time=boot_time, process=process)
-
-        nspawn_pid = process.pid
-
-        def init_found() -> bool:
-            _check_alive(host)
-            host.init_pid = _container_init_pid(nspawn_pid) or 0
-            return host.init_pid > 0
-
-        wait_for(init_found, what=f"{name} PID 1", timeout=30, interval=0.05)
-        (host_dir / "init.pid").write_text(str(host.init_pid))
-
-        def ssh_ready() -> bool:
-            _check_alive(host)
-            return (_port_open(host.ip, 22)
-                    and host.ssh("true", check=False, timeout=15).returncode == 0)
-
-        wait_for(ssh_ready, what=f"{name} sshd", timeout=boot_timeout, interval=0.1)
-        host.ready_seconds = time.monotonic() - boot_time
+                           boot_time=time.monotonic())
+        _boot(host, cgroups, boot_timeout)
         host.set_gpu_readings()  # one idle GPU until a test says otherwise
         if import_image:
             import_standin_image(host)
         return host
     except BaseException:
-        _destroy(name, host_dir, process)
+        _destroy(name, host_dir, host.process if host is not None else None)
         raise
+
+
+def _boot(host: SystemdHost, cgroups: list[Path], boot_timeout: float) -> None:
+    """Start systemd-nspawn on the host's tree; return once sshd lets the login user in."""
+    name, host_dir = host.name, host.dir
+    nspawn = [
+        "systemd-nspawn", "--boot", f"--directory={host_dir / 'root'}", f"--machine={name}",
+        f"--uuid={host.machine_id}",
+        # No systemd on the box to register with or to make a scope unit for us.
+        "--keep-unit", "--register=no",
+        "--link-journal=no",  # the journal stays in the host's own /var/log/journal
+        f"--network-namespace-path=/run/netns/{name}",
+        "--capability=all",  # dockerd and runc need what a VM's root has
+        "--system-call-filter=add_key keyctl bpf",  # runc uses them
+        f"--bind={host_dir / 'docker'}:/var/lib/docker",
+        f"--bind={host_dir / 'mnt'}:/mnt",
+        "--console=read-only",
+    ]
+    env = dict(os.environ)
+    # dockerd writes /proc/sys/net (forwarding); nspawn makes it read-only
+    # with --network-namespace-path unless told the netns is the host's own.
+    env["SYSTEMD_NSPAWN_API_VFS_WRITABLE"] = "network"
+    env["WORKBENCH_CGROUP_PROCS"] = " ".join(str(cg / "cgroup.procs") for cg in cgroups)
+    log = open(host_dir / "boot.log", "ab")  # noqa: SIM115 - handed to the child
+    host.boot_time = time.monotonic()
+    host.exit_code = host.exited_after = None
+    # The shell joins the host's cgroups and execs nspawn, so everything the
+    # host ever runs is inside them (and cleanup finds it there).
+    host.process = subprocess.Popen(
+        ["/bin/sh", "-c",
+         'for f in $WORKBENCH_CGROUP_PROCS; do echo $$ > "$f"; done; '
+         'unset WORKBENCH_CGROUP_PROCS; exec "$@"', "launch", *nspawn],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+        start_new_session=True,  # its own process group: a Ctrl-C of pytest is not its
+    )
+    log.close()
+    (host_dir / "nspawn.pid").write_text(str(host.process.pid))
+    nspawn_pid = host.process.pid
+
+    def init_found() -> bool:
+        _check_alive(host)
+        host.init_pid = _container_init_pid(nspawn_pid) or 0
+        return host.init_pid > 0
+
+    wait_for(init_found, what=f"{name} PID 1", timeout=30, interval=0.05)
+    (host_dir / "init.pid").write_text(str(host.init_pid))
+
+    def ssh_ready() -> bool:
+        _check_alive(host)
+        return (_port_open(host.ip, 22)
+                and host.ssh("true", check=False, timeout=15).returncode == 0)
+
+    wait_for(ssh_ready, what=f"{name} sshd", timeout=boot_timeout, interval=0.1)
+    host.ready_seconds = time.monotonic() - host.boot_time
+
+
+def boot_again(host: SystemdHost, *, wipe_mnt: bool = False, boot_timeout: float = 120) -> None:
+    """Start a host that powered itself off, as a cloud starts a stopped VM: the same
+    disks (its tree, /var/lib/docker), the same address and keys.
+
+    wipe_mnt: /mnt comes back empty, as Azure's resource disk does after a deallocate
+    (azure-compute-docs managed-disks-overview: "Data on the temporary disk might be
+    lost ... when you stop the VM").
+    """
+    if host.is_running():
+        raise RuntimeError(f"{host.name} is still running")
+    if host.process is not None:
+        host.process.wait(timeout=10)
+    # nspawn locks the tree it boots by inode; a clean exit removes the lock, a killed one not.
+    with contextlib.suppress(OSError):
+        st = host.root.stat()
+        Path(f"/run/systemd/nspawn/locks/inode-{st.st_dev}:{st.st_ino}").unlink(missing_ok=True)
+    if wipe_mnt:
+        for entry in host.mnt_dir.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    _boot(host, _recorded_cgroups(host.name, host.dir), boot_timeout)
 
 
 def _check_alive(host: SystemdHost) -> None:

@@ -154,6 +154,12 @@ class TestHost:
     def remove(self, path: str) -> None:
         self.exec(f"rm -rf {path}")
 
+    def mount_resource_disk(self, size_gib: int = 4000) -> None:
+        """A separate /mnt with more free space than the root disk, as Azure's resource
+        disk on a VM whose OS disk is short: a tmpfs, whose pages are used only when
+        written (the stand-in image is a few MB)."""
+        self.exec(f"mount -t tmpfs -o size={size_gib}g,mode=755 wb-resource /mnt")
+
     def docker_info(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.out("docker info --format '{{json .}}'"))
         return data
