@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass, field
 
 from bootstrap.container_spec import DEFAULT_IMAGE, DEFAULT_NAME, DEFAULT_WORKSPACE
+from bootstrap.image_pull import PULL_STALL_S
+from bootstrap.pull_progress import PROGRESS_INTERVAL_S
 from components.images import PRESETS, ImagePreset, find_preset
 from components.spec import VOLUME_ID_EXAMPLES, VOLUME_ID_PATTERNS, is_image_reference
 
@@ -68,6 +70,11 @@ class BootstrapOptions:
     # Host keys: refuse hosts not yet in known_hosts; accept a new host only with this key.
     strict_host_keys: bool = False
     host_key_fingerprint: str | None = None
+    # An image pull: a progress line at most this often; stopped after this long
+    # with nothing new (Fabric config workbench.pull_progress_seconds and
+    # workbench.pull_stall_seconds; no flags).
+    pull_progress_seconds: float = PROGRESS_INTERVAL_S
+    pull_stall_seconds: int = PULL_STALL_S
     # Where the idle check reaches Azure (written into its config): the real
     # endpoints; a test points them at a local server that answers as Azure documents.
     azure_imds_url: str = "http://169.254.169.254"
@@ -138,6 +145,12 @@ class BootstrapOptions:
             if self.data_device is not None:
                 raise ValueError("--data-device and --data-volume-id both name the data disk; "
                                  "give one")
+        if not self.pull_progress_seconds > 0:
+            raise ValueError("workbench.pull_progress_seconds must be positive, not "
+                             f"{self.pull_progress_seconds!r}")
+        if not self.pull_stall_seconds >= 1:
+            raise ValueError("workbench.pull_stall_seconds must be at least 1, not "
+                             f"{self.pull_stall_seconds!r}")
         if self.host_key_fingerprint is not None:
             try:
                 fingerprint = normalize_fingerprint(self.host_key_fingerprint)

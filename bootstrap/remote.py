@@ -142,12 +142,14 @@ class Remote:
         hint = f" with key {keys}" if keys else " (no key given: pass -i PATH)"
         return f"SSH authentication failed for {self.label}{hint}: {exc}"
 
-    def run(self, script: Sh, *, as_root: bool = True, timeout: float | None = None
-            ) -> CommandResult:
+    def run(self, script: Sh, *, as_root: bool = True, timeout: float | None = None,
+            on_stdout: Callable[[str], None] | None = None) -> CommandResult:
         """Run a POSIX sh script on the host in one round trip.
 
         Only an Sh (bootstrap.shell) goes to a host: its values were quoted when
         it was built. A str is refused, so an f-string cannot reach a shell.
+        on_stdout gets stdout as it arrives (a pull's progress), in chunks of any
+        size, from another thread; it is in the result all the same.
         """
         if not isinstance(script, Sh):
             raise TypeError(f"Remote.run takes an Sh built with bootstrap.shell.sh(), not "
@@ -168,8 +170,10 @@ class Remote:
                 command = sh("sudo -n -- {command}", command=command)
         self.commands_sent += 1
         try:
-            result = self.connection.run(command.text, hide=True, warn=True,
-                                         in_stream=in_stream, timeout=timeout)
+            result = self.connection.run(
+                command.text, hide=True, warn=True, in_stream=in_stream, timeout=timeout,
+                # Invoke writes stdout to an explicit out_stream even with hide=True.
+                out_stream=_Chunks(on_stdout) if on_stdout is not None else None)
         except CommandTimedOut as exc:
             raise HostError(f"remote command timed out after {timeout}s on {self.label}") from exc
         except (OSError, EOFError, paramiko.SSHException) as exc:
@@ -178,6 +182,31 @@ class Remote:
         if as_root and not self.as_root_directly and out.exit_code != 0:
             self._raise_for_sudo(out)
         return out
+
+    def stream(self, script: Sh, out: Any, err: Any, *, pty: bool = False) -> int:
+        """Run a read-only sh script as root, its stdout written to `out` and its stderr
+        to `err` as they arrive; return its exit status.
+
+        Unlike run(), SIGPIPE/SIGHUP are not ignored: a reader that follows a log must
+        end when we go away. pty=True gives it a terminal, so Ctrl-C here reaches it
+        as SIGINT there (sudo -n needs no password prompt on it).
+        """
+        if not isinstance(script, Sh):
+            raise TypeError(f"Remote.stream takes an Sh built with bootstrap.shell.sh(), not "
+                            f"{type(script).__name__}")
+        command = sh("sh -c {script}", script=script.text)  # the script, as one quoted word
+        if not self.as_root_directly:
+            if self.sudo_password is not None:
+                raise HostError(f"sudo on {self.label} needs a password; logs need "
+                                "passwordless sudo (as the clouds' images have)")
+            command = sh("sudo -n -- {command}", command=command)
+        self.commands_sent += 1
+        try:
+            result = self.connection.run(command.text, hide=False, warn=True, pty=pty,
+                                         in_stream=False, out_stream=out, err_stream=err)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise HostError(f"lost the SSH connection to {self.label}: {_describe(exc)}") from exc
+        return int(result.exited)
 
     def put_private(self, data: bytes, path: str) -> None:
         """Write a secret to `path` (as the login user, mode 600) over SFTP.
@@ -212,6 +241,21 @@ class Remote:
 
     def close(self) -> None:
         self.connection.close()
+
+
+class _Chunks(io.TextIOBase):
+    """A write-only stream that hands every chunk written to it to a callable."""
+
+    def __init__(self, sink: Callable[[str], None]) -> None:
+        super().__init__()
+        self._sink = sink
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._sink(text)
+        return len(text)
 
 
 def _describe(exc: BaseException) -> str:

@@ -345,19 +345,15 @@ def sha256_hex(data: bytes | None) -> str | None:
     return None if data is None else hashlib.sha256(data).hexdigest()
 
 
-def replace_container(image: str, name: str, run_command: Sh) -> list[Sh]:
+def replace_container(pull: Sh, name: str, run_command: Sh) -> list[Sh]:
     """Shell lines that replace container `name` with one started by `run_command`.
 
-    The image is pulled before the old container is removed: a bad image name
-    or a registry outage must not cost the user the container they have. The
-    image is printed in the error as a word of its own, never inside the
-    double-quoted message, where the shell would expand what it holds.
+    `pull` (bootstrap/image_pull.py) gets the image first, and exits on failure,
+    before the old container is removed: a bad image name or a registry outage
+    must not cost the user the container they have.
     """
     return [
-        sh("if ! docker image inspect {image} >/dev/null 2>&1; then "
-           "if ! out=$(docker pull -q {image} 2>&1); then "
-           'echo "ERROR: cannot pull" {image}": $(echo "$out" | tail -n 1)"; exit 1; fi; fi',
-           image=image),
+        pull,
         sh("docker rm -f {name} >/dev/null 2>&1 || true", name=name),
         sh("if ! out=$({run_command} 2>&1); then "
            'echo "ERROR: docker run failed: $(echo "$out" | tail -n 1)"; exit 1; fi',

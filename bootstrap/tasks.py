@@ -20,9 +20,10 @@ from invoke import Collection, Context
 from invoke.exceptions import Exit
 
 from bootstrap.container_spec import DEFAULT_IMAGE, DEFAULT_NAME, DEFAULT_WORKSPACE
+from bootstrap.logs import DEFAULT_LINES, SOURCES, LogsError, log_command, show_logs
 from bootstrap.options import JUPYTER_TOKEN_ENV, BootstrapOptions, requirement_lines
 from bootstrap.recap import HostReport, format_recap
-from bootstrap.remote import strict_host_keys_configured
+from bootstrap.remote import HostError, Remote, strict_host_keys_configured
 from bootstrap.runner import DEFAULT_STEPS, bootstrap_host
 from components.images import PRESETS
 
@@ -77,6 +78,7 @@ def _run(c: Any, steps: tuple[str, ...], *, pip: list[str] | None = None,
         # --strict-host-keys, or workbench.strict_host_keys in Fabric's config.
         flags["strict_host_keys"] = (flags.get("strict_host_keys", False)
                                      or strict_host_keys_configured(c.config))
+        flags.update(pull_settings(c.config))
         options = BootstrapOptions(**flags)
     except ValueError as exc:
         raise Exit(str(exc), code=2) from exc
@@ -91,6 +93,22 @@ def _run(c: Any, steps: tuple[str, ...], *, pip: list[str] | None = None,
         emit_error=lambda line: print(line, file=sys.stderr, flush=True),
     )
     log.reports.append(report)
+
+
+def pull_settings(config: Any) -> dict[str, Any]:
+    """workbench.pull_progress_seconds and workbench.pull_stall_seconds from Fabric's
+    config (fabric.yaml; FABRIC_WORKBENCH_PULL_PROGRESS_SECONDS=1 from the environment)."""
+    section = config.get("workbench") or {}
+    found: dict[str, Any] = {}
+    for key, kind in (("pull_progress_seconds", float), ("pull_stall_seconds", int)):
+        value = section.get(key) if hasattr(section, "get") else None
+        if value is None or value == "":
+            continue
+        try:
+            found[key] = kind(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"workbench.{key} must be a number, not {value!r}") from exc
+    return found
 
 
 HELP = {
@@ -275,6 +293,39 @@ def gpu_check(c: Any, image: str = DEFAULT_IMAGE, wait_timeout: int = 300,
          strict_host_keys=strict_host_keys)
 
 
+@task(auto_shortflags=False, help={
+    "source": "what to read: " + "; ".join(f"{s.name}: {s.what}" for s in SOURCES.values())
+              + " (default container)",
+    "lines": f"how many lines back to start (default {DEFAULT_LINES})",
+    "follow": "keep reading as new lines come (Ctrl-C to stop)",
+    "name": f"the workbench container's name (default {DEFAULT_NAME})",
+    "strict-host-keys": HELP["strict-host-keys"]})
+def logs(c: Any, source: str = "container", lines: str = str(DEFAULT_LINES),
+         follow: bool = False, name: str = DEFAULT_NAME, strict_host_keys: bool = False) -> None:
+    """Show the workbench container's, AIAA's, MLflow's or the idle check's logs."""
+    if not isinstance(c, Connection):
+        raise Exit("no host given: use fab -H user@host logs", code=2)
+    try:
+        # A str flag, read here: Invoke's own int cast answers "lots" with a traceback.
+        if not lines.strip().isdigit():
+            raise LogsError(f"--lines must be a whole number, not {lines!r}")
+        options = BootstrapOptions(container_name=name)
+        script = log_command(source, int(lines), follow, options.container_name)
+    except (ValueError, LogsError) as exc:
+        raise Exit(f"logs: {exc}", code=2) from exc
+    remote = Remote(c, strict_host_keys=strict_host_keys or strict_host_keys_configured(c.config),
+                    on_new_host_key=lambda line: print(f"{c.user}@{c.host}  {line}", flush=True))
+    try:
+        remote.connect(30.0)
+        code = show_logs(remote, script, follow=follow)
+    except HostError as exc:
+        raise Exit(f"{remote.label}  logs: {exc}", code=2) from exc
+    finally:
+        remote.close()
+    if code not in (0, 130):
+        raise Exit(code=1)
+
+
 collection = Collection(bootstrap, wait, umask, nvidia_runtime, data_root, data_volume,
                         compose, compat, container, mlflow_server, autostop,
-                        interruptions, gpu_check)
+                        interruptions, gpu_check, logs)

@@ -17,8 +17,12 @@ import yaml
 from cluster.job_error import JobError
 from cluster.registry import cached_image_name, check_registry_reference, is_registry_reference
 
-RUNTIMES = ("apptainer", "singularity", "charliecloud")
-# The executable each runtime needs on the login node and the compute nodes.
+CONTAINER_RUNTIMES = ("apptainer", "singularity", "charliecloud")
+# "none": no container; the command runs on the node with what `modules` load
+# (e.g. python), in a venv built in node-local scratch when there are requirements.
+NO_CONTAINER = "none"
+RUNTIMES = (*CONTAINER_RUNTIMES, NO_CONTAINER)
+# The executable each container runtime needs on the login node and the compute nodes.
 RUNTIME_COMMAND = {"apptainer": "apptainer", "singularity": "singularity", "charliecloud": "ch-run"}
 # The executable that pulls an image for each runtime.
 PULL_COMMAND = {"apptainer": "apptainer", "singularity": "singularity", "charliecloud": "ch-image"}
@@ -56,6 +60,7 @@ class JobSpec:
     stage_data: str = ""
     modules: tuple[str, ...] = ()
     requirements: str = ""
+    wheelhouse: str = ""
 
 
 JOB_KEYS = tuple(f.name for f in fields(JobSpec))
@@ -272,23 +277,36 @@ def join_path(base: str, name: str) -> str:
 
 
 def image_path(spec: JobSpec) -> str:
-    """The image on the cluster: the path given, or its place in the shared cache."""
+    """The image on the cluster: the path given, or its place in the shared cache ('' for none)."""
     if is_registry_reference(spec.image):
         return join_path(spec.cache_dir, cached_image_name(spec.image, spec.runtime))
     return spec.image
 
 
-def validate(spec: JobSpec) -> JobSpec:
-    """Check every option before anything reaches the cluster; JobError names the first bad one."""
-    if not spec.command or (isinstance(spec.command, str) and not spec.command.strip()):
+def validate(spec: JobSpec, *, command_required: bool = True) -> JobSpec:
+    """Check every option before anything reaches the cluster; JobError names the first bad one.
+
+    `command_required`: False where the task supplies the command itself (slurm.jupyter).
+    """
+    if command_required and (
+        not spec.command or (isinstance(spec.command, str) and not spec.command.strip())
+    ):
         raise JobError("--command: required (the command to run in the container)")
     words = [spec.command] if isinstance(spec.command, str) else list(spec.command)
     if any("\0" in word for word in words):
         raise JobError("--command: contains a NUL byte")
-    if not spec.image:
-        raise JobError("--image: required (a registry reference pulled by slurm.pull, or a path)")
     if spec.runtime not in RUNTIMES:
         raise JobError(f"--runtime: '{spec.runtime}' is not one of {', '.join(RUNTIMES)}")
+    if spec.runtime == NO_CONTAINER:
+        # A container option without a container would be silently ignored.
+        if spec.image:
+            raise JobError(f"--image: '{spec.image}' with --runtime none, which runs no"
+                           " container; drop the image or pick a container runtime")
+        if spec.binds:
+            raise JobError("--bind: --runtime none runs no container, so there is nothing to"
+                           " bind into; use the paths as they are")
+    elif not spec.image:
+        raise JobError("--image: required (a registry reference pulled by slurm.pull, or a path)")
     if not _SLURM_NAME.fullmatch(spec.name) or len(spec.name) > 128:
         raise JobError(f"--name: '{spec.name}' may hold letters, digits and . _ + - only")
     for option in ("account", "qos"):
@@ -334,9 +352,14 @@ def validate(spec: JobSpec) -> JobSpec:
             _check_path(option.replace("_", "-"), getattr(spec, option), bound=True)
     if spec.requirements:
         _check_path("requirements", spec.requirements)
-    if is_registry_reference(spec.image):
+    if spec.wheelhouse:
+        if not spec.requirements:
+            raise JobError(f"--wheelhouse: '{spec.wheelhouse}' without --requirements: there is"
+                           " nothing to install from it")
+        _check_path("wheelhouse", spec.wheelhouse, bound=spec.runtime != NO_CONTAINER)
+    if spec.image and is_registry_reference(spec.image):
         check_registry_reference("--image", spec.image)
-    else:
+    elif spec.image:
         _check_path("image", spec.image)
     for bind in spec.binds:
         source, _, target = bind.partition(":")

@@ -9,14 +9,16 @@ word of its own, never inside its double quotes.
 
 from __future__ import annotations
 
-from bootstrap.shell import SPACE, Sh, sh
-from cluster.batch_script import render_batch_script, shell_path
+from bootstrap.shell import LINES, SPACE, Sh, sh
+from cluster.batch_script import sbatch_directives, shell_path
 from cluster.job import (
+    NO_CONTAINER,
     PULL_COMMAND,
     RUNTIME_COMMAND,
     JobSpec,
     image_path,
 )
+from cluster.jupyter_job import state_dir
 from cluster.login_node import (
     PRECONDITION,
     REFUSED,
@@ -97,26 +99,9 @@ def pull_snippet(runtime: str, reference: str, cache_dir: str) -> Sh:
 
 def submit_snippet(spec: JobSpec) -> Sh:
     """sh that checks the login node, writes the script (stdin) atomically and runs sbatch."""
-    rt = RUNTIME_COMMAND[spec.runtime]
     checks = [require_command("sbatch", "slurm.submit needs Slurm's client commands")]
-    if spec.modules:
-        # Where the runtime comes from a module it is on PATH only after
-        # `module load`, which the job does; here a missing one is a warning.
-        checks.append(sh(
-            'command -v {rt} >/dev/null 2>&1 || echo "warning:" {rt} "is not on the login '
-            "node's PATH; the job expects it from its module load lines\" >&2\n",
-            rt=rt,
-        ))
-    else:
-        checks.append(require_command(
-            rt, f"--runtime {spec.runtime} runs jobs with it", list_runtimes=True
-        ))
-    checks.append(sh(
-        "image={image}\n"
-        'if [ ! -e "$image" ]; then echo "image $image is not on the cluster; '
-        'run slurm.pull first" >&2; exit {precondition}; fi\n',
-        image=shell_path(image_path(spec)), precondition=PRECONDITION,
-    ))
+    if spec.runtime != NO_CONTAINER:
+        checks += _container_checks(spec)
     for flag, path in ((Sh("--stage-data"), spec.stage_data),
                        (Sh("--requirements"), spec.requirements)):
         if path:
@@ -127,10 +112,18 @@ def submit_snippet(spec: JobSpec) -> Sh:
                 "exit {precondition}; fi\n",
                 path=shell_path(path), flag=flag, precondition=PRECONDITION,
             ))
+    if spec.wheelhouse:
+        checks.append(sh(
+            "p={path}\n"
+            'if [ ! -d "$p" ] || [ ! -r "$p" ]; then '
+            'echo "--wheelhouse: $p is not a readable directory on the login node" >&2; '
+            "exit {precondition}; fi\n",
+            path=shell_path(spec.wheelhouse), precondition=PRECONDITION,
+        ))
     # Slurm does not create the directory of --output/--error: a job whose log
     # dir is missing fails without a word. Make the ones without % patterns.
     log_dirs: set[Sh] = set()
-    script = render_batch_script(spec).text
+    script = LINES.join(sbatch_directives(spec)).text
     for option in ("output", "error"):
         value = sbatch_option(script, option)
         if value and "/" in value and "%" not in value.rsplit("/", 1)[0]:
@@ -168,6 +161,29 @@ def submit_snippet(spec: JobSpec) -> Sh:
         jobs=shell_path(spec.jobs_dir),
         log_dirs=SPACE.join(sorted(log_dirs, key=lambda d: d.text)), name=spec.name,
     )
+
+
+def _container_checks(spec: JobSpec) -> list[Sh]:
+    """The runtime on the login node's PATH (or a module's promise of it), and the image."""
+    rt = RUNTIME_COMMAND[spec.runtime]
+    if spec.modules:
+        # Where the runtime comes from a module it is on PATH only after
+        # `module load`, which the job does; here a missing one is a warning.
+        found = sh(
+            'command -v {rt} >/dev/null 2>&1 || echo "warning:" {rt} "is not on the login '
+            "node's PATH; the job expects it from its module load lines\" >&2\n",
+            rt=rt,
+        )
+    else:
+        found = require_command(
+            rt, f"--runtime {spec.runtime} runs jobs with it", list_runtimes=True
+        )
+    return [found, sh(
+        "image={image}\n"
+        'if [ ! -e "$image" ]; then echo "image $image is not on the cluster; '
+        'run slurm.pull first" >&2; exit {precondition}; fi\n',
+        image=shell_path(image_path(spec)), precondition=PRECONDITION,
+    )]
 
 
 def status_snippet(job_id: str) -> Sh:
@@ -210,22 +226,87 @@ def logs_locate_snippet(job_id: str, jobs_dir: str) -> Sh:
 
 
 def cancel_snippet(job_id: str) -> Sh:
+    """sh that cancels a waiting or running job and prints the state it had; for a job
+    that already ended it prints `ended STATE` and cancels nothing (exit 0): ending a
+    session that its time limit already ended is not an error."""
     # scancel says nothing and exits 0 for a job id Slurm no longer knows, so
-    # ask squeue first; its answer is the one the user needs.
+    # ask squeue first, then accounting; their answer is the one the user needs.
     return sh(
         "set -u\n"
         "{require}"
         'if ! state=$(squeue -h -t all -j {jid} -o %T 2>&1) || [ -z "$state" ]; then\n'
-        '  echo "job" {jid} "is not in the queue${{state:+ ($state)}}" >&2; exit {refused}\n'
+        "  if ended=$(sacct -n -P -X -j {jid} -o State 2>/dev/null) && [ -n \"$ended\" ]; then\n"
+        '    echo "ended" $ended; exit 0\n'
+        "  fi\n"
+        '  echo "job" {jid} "is not in the queue${{state:+ ($state)}} and sacct has no record'
+        ' of it" >&2; exit {refused}\n'
         "fi\n"
         'case "$state" in\n'
         "  *PENDING*|*RUNNING*|*SUSPENDED*|*CONFIGURING*|*REQUEUE*|*RESIZING*|*STOPPED*) ;;\n"
-        # $(echo $state) puts an array's task states on one line.
-        '  *) echo "job" {jid} "already ended ($(echo $state)); nothing to cancel" >&2; '
-        "exit {refused} ;;\n"
+        # Unquoted: an array's task states go on one line.
+        '  *) echo "ended" $state; exit 0 ;;\n'
         "esac\n"
         'err=$(scancel {jid} 2>&1) || {{ printf "%s\\n" "$err" >&2; exit {refused}; }}\n'
         'printf "%s\\n" "$state"\n',
         require=require_command("scancel", "Slurm's client commands"), jid=job_id,
         refused=REFUSED,
+    )
+
+
+# Asks a server for /api/status with the token read from stdin; prints the HTTP
+# status, or 000 when nothing answers. No proxy: the node is on the cluster's
+# own network, and a site's http_proxy must not see the token.
+_PROBE = """\
+import sys, urllib.error, urllib.request
+token = sys.stdin.readline().strip()
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+request = urllib.request.Request(sys.argv[1], headers={"Authorization": "token " + token})
+try:
+    print(opener.open(request, timeout=5).status)
+except urllib.error.HTTPError as error:
+    print(error.code)
+except Exception:
+    print("000")
+"""
+
+
+def jupyter_poll_snippet(job_id: str, jobs_dir: str) -> Sh:
+    """sh that reports a Jupyter job in lines: `state STATE|REASON|NODES|TIMELIMIT`; once
+    the job published its endpoint, `endpoint ADDR PORT PATH NODE` and `answer CODE`
+    (the HTTP status of /api/status asked with the token); with 200, `token TOKEN`.
+
+    The token goes from its file to a shell variable (`read`, a builtin) and from
+    there to curl's (or python3's) stdin: never onto a command line `ps` shows.
+    """
+    return sh(
+        "set -u\n"
+        "{require}"
+        "q=$(squeue -h -t all -j {jid} -o '%T|%r|%N|%l' 2>/dev/null) || q=''\n"
+        # A job that left slurmctld's memory: only accounting knows how it ended.
+        'if [ -z "$q" ]; then\n'
+        "  q=$(sacct -n -P -X -j {jid} -o State 2>/dev/null | head -n 1)\n"
+        '  q="${{q:-UNKNOWN}}|||"\n'
+        "fi\n"
+        'printf "state %s\\n" "$q"\n'
+        "state={state}\n"
+        '[ -r "$state"/endpoint ] && [ -r "$state"/token ] || exit 0\n'
+        'read -r addr port path node <"$state"/endpoint\n'
+        'read -r token <"$state"/token\n'
+        'case "$addr" in *:*) host="[$addr]" ;; *) host=$addr ;; esac\n'
+        # no_track_activity: our poll is not the user's activity (jupyter_server
+        # base/handlers.py), should an idle culler be watching.
+        'url="http://$host:$port/api/status?no_track_activity=1"\n'
+        "if command -v curl >/dev/null 2>&1; then\n"
+        "  code=$(printf 'Authorization: token %s\\n' \"$token\" | curl -s --noproxy '*'"
+        " -o /dev/null -m 5 -w '%{{http_code}}' -H @- \"$url\") || true\n"
+        "elif command -v python3 >/dev/null 2>&1; then\n"
+        "  code=$(printf '%s\\n' \"$token\" | python3 -c {probe} \"$url\") || true\n"
+        "else\n"
+        "  code=none\n"
+        "fi\n"
+        'printf "endpoint %s %s %s %s\\nanswer %s\\n" "$addr" "$port" "$path" "$node"'
+        ' "${{code:-000}}"\n'
+        'if [ "${{code:-}}" = 200 ]; then printf "token %s\\n" "$token"; fi\n',
+        require=require_command("squeue", "Slurm's client commands"), jid=job_id,
+        state=shell_path(state_dir(jobs_dir, job_id)), probe=_PROBE,
     )

@@ -5,6 +5,7 @@
     fab -H user@login-node slurm.status 1234
     fab -H user@login-node slurm.logs 1234
     fab -H user@login-node slurm.cancel 1234
+    fab -H user@login-node slurm.jupyter --job-file job.yaml   # JupyterLab as a job, tunnel
 
 Each task is one or two remote commands over the one SSH connection Fabric
 holds to the login node (round trips are the cost far from the cluster):
@@ -26,6 +27,7 @@ from bootstrap.shell import SPACE, sh
 from cluster import login_node
 from cluster.batch_script import render_batch_script, shell_path
 from cluster.job import (
+    CONTAINER_RUNTIMES,
     DEFAULT_CACHE_DIR,
     DEFAULT_JOBS_DIR,
     RUNTIMES,
@@ -36,6 +38,7 @@ from cluster.job import (
     validate,
 )
 from cluster.job_error import JobError
+from cluster.jupyter_session import jupyter_url, tunnel_command, wait_for_server
 from cluster.login_node import (
     EXIT_BAD_INPUT,
     REFUSED,
@@ -70,6 +73,16 @@ STRICT_HOST_KEYS_HELP = ("refuse a login node not yet in known_hosts (default: r
                          "print its fingerprint, as ssh's accept-new; a changed key is always "
                          "refused)")
 
+# Whole-number flags default to None, not ints: invoke casts a flag to its default's
+# type and stops with a traceback on '--lines x' instead of the task's one line.
+def _whole_number(option: str, value: object, low: int, high: int) -> int:
+    """An int flag in [low, high]; JobError naming it otherwise."""
+    text = str(value).strip()
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise JobError(f"--{option}: '{value}' is not a whole number from {low} to {high}")
+    return int(text)
+
+
 # -- pull -----------------------------------------------------------------------
 
 
@@ -77,7 +90,7 @@ STRICT_HOST_KEYS_HELP = ("refuse a login node not yet in known_hosts (default: r
     auto_shortflags=False,
     help={
         "image": "registry reference, e.g. nvcr.io/nvidia/pytorch:24.05-py3 (docker:// optional)",
-        "runtime": f"one of {', '.join(RUNTIMES)} (default apptainer)",
+        "runtime": f"one of {', '.join(CONTAINER_RUNTIMES)} (default apptainer)",
         "cache_dir": f"shared image cache on the cluster (default {DEFAULT_CACHE_DIR})",
         "strict_host_keys": STRICT_HOST_KEYS_HELP,
     },
@@ -96,8 +109,11 @@ def pull(c, image, runtime="apptainer", cache_dir=DEFAULT_CACHE_DIR, strict_host
 
 def pull_image(c: Context, image: str, runtime: str, cache_dir: str) -> str:
     """The pull itself; returns the remote status line ('present PATH' or 'pulled PATH')."""
-    if runtime not in RUNTIMES:
-        raise fail("pull", f"--runtime: '{runtime}' is not one of {', '.join(RUNTIMES)}", 2)
+    if runtime not in CONTAINER_RUNTIMES:
+        extra = "; --runtime none runs no container, so there is nothing to pull" \
+            if runtime == "none" else ""
+        raise fail("pull", f"--runtime: '{runtime}' is not one of"
+                   f" {', '.join(CONTAINER_RUNTIMES)}{extra}", 2)
     if not is_registry_reference(image):
         raise fail("pull", f"--image: '{image}' is not a registry reference (repo/name:tag)", 2)
     try:
@@ -127,23 +143,27 @@ def load_job_file(path: str) -> dict[str, Any]:
     return parse_job_file(text, path)
 
 
-def submit_job(c: Context, spec: JobSpec, dry_run: bool = False) -> tuple[str, str]:
-    """Validate, then (unless dry_run) submit; returns (job id or '', script text)."""
+def submit_job(
+    c: Context, spec: JobSpec, dry_run: bool = False, jupyter: bool = False
+) -> tuple[str, str]:
+    """Validate, then (unless dry_run) submit; returns (job id or '', script text).
+    `jupyter`: the job serves Jupyter (slurm.jupyter) instead of the spec's command."""
+    task_name = "jupyter" if jupyter else "submit"
     try:
-        validate(spec)
+        validate(spec, command_required=not jupyter)
     except JobError as error:
-        raise fail("submit", str(error), EXIT_BAD_INPUT) from None
-    script = render_batch_script(spec).text
+        raise fail(task_name, str(error), EXIT_BAD_INPUT) from None
+    script = render_batch_script(spec, jupyter=jupyter).text
     if dry_run:
         return "", script
-    conn = connection(c, "submit")
+    conn = connection(c, task_name)
     result = login_node.run(conn, submit_snippet(spec), script)
     if result.exited == REFUSED:
         raise fail(
-            "submit", f"sbatch rejected the job: {sbatch_error_line(result.stderr)}", REFUSED
+            task_name, f"sbatch rejected the job: {sbatch_error_line(result.stderr)}", REFUSED
         )
     if result.exited != 0:
-        raise fail("submit", result.stderr.strip() or f"exit {result.exited}", result.exited)
+        raise fail(task_name, result.stderr.strip() or f"exit {result.exited}", result.exited)
     lines = result.stdout.strip().splitlines()
     for warning in result.stderr.strip().splitlines():
         print(warning, file=sys.stderr)
@@ -152,38 +172,45 @@ def submit_job(c: Context, spec: JobSpec, dry_run: bool = False) -> tuple[str, s
     return job_id, script
 
 
+# What every job flag means (slurm.submit and slurm.jupyter take the same ones).
+JOB_FLAG_HELP = {
+    "job_file": "YAML job file; flags given here override its keys",
+    "image": "registry reference (resolved in --cache-dir) or a SIF/image-dir path",
+    "runtime": f"one of {', '.join(RUNTIMES)} (default apptainer; none: no container)",
+    "cache_dir": f"where slurm.pull put images (default {DEFAULT_CACHE_DIR})",
+    "jobs_dir": f"batch scripts and default logs on the cluster (default {DEFAULT_JOBS_DIR})",
+    "name": "job name (default workbench)",
+    "account": "Slurm account to charge",
+    "partition": "partition",
+    "qos": "quality of service",
+    "time": "time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS",
+    "cpus": "CPUs per task (default 1)",
+    "memory": "memory per node, e.g. 32G",
+    "gpus": "GPUs, requested as --gres=gpu:N (default 0)",
+    "output": "stdout path (Slurm % patterns; default JOBS_DIR/logs/%x-%j.out)",
+    "error": "stderr path (default: with stdout)",
+    "sbatch": "extra #SBATCH option, e.g. --constraint=a100 (repeatable)",
+    "skip_nv": "do not pass --nv to apptainer/singularity",
+    "code": "cluster dir bound at /workspace/code (and the working dir)",
+    "data": "cluster dir bound at /workspace/data",
+    "output_dir": "cluster dir bound at /workspace/output",
+    "bind": "extra bind SRC[:DST] (repeatable)",
+    "stage_data": "tar on the cluster unpacked to node-local scratch, bound as data",
+    "module": "module to load before the run (repeatable)",
+    "requirements": "requirements.txt on the cluster: a venv is built in scratch",
+    "wheelhouse": "dir of wheels on the cluster: requirements install from it only (--no-index)",
+    "strict_host_keys": STRICT_HOST_KEYS_HELP,
+}
+
+
 @task(
     auto_shortflags=False,
     iterable=["sbatch", "bind", "module"],
     help={
-        "job_file": "YAML job file; flags given here override its keys",
+        **JOB_FLAG_HELP,
         "command": "command line run in the container by sh -c (a job file may give a list)",
-        "image": "registry reference (resolved in --cache-dir) or a SIF/image-dir path",
-        "runtime": f"one of {', '.join(RUNTIMES)} (default apptainer)",
-        "cache_dir": f"where slurm.pull put images (default {DEFAULT_CACHE_DIR})",
-        "jobs_dir": f"batch scripts and default logs on the cluster (default {DEFAULT_JOBS_DIR})",
-        "name": "job name (default workbench)",
-        "account": "Slurm account to charge",
-        "partition": "partition",
-        "qos": "quality of service",
-        "time": "time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS",
-        "cpus": "CPUs per task (default 1)",
-        "memory": "memory per node, e.g. 32G",
-        "gpus": "GPUs, requested as --gres=gpu:N (default 0)",
         "array": "job array, e.g. 0-2 or 1,3,5-7%2",
-        "output": "stdout path (Slurm % patterns; default JOBS_DIR/logs/%x-%j.out)",
-        "error": "stderr path (default: with stdout)",
-        "sbatch": "extra #SBATCH option, e.g. --constraint=a100 (repeatable)",
-        "skip_nv": "do not pass --nv to apptainer/singularity",
-        "code": "cluster dir bound at /workspace/code (and the working dir)",
-        "data": "cluster dir bound at /workspace/data",
-        "output_dir": "cluster dir bound at /workspace/output",
-        "bind": "extra bind SRC[:DST] (repeatable)",
-        "stage_data": "tar on the cluster unpacked to node-local scratch, bound as data",
-        "module": "module to load before the run (repeatable)",
-        "requirements": "requirements.txt on the cluster: a venv is built in scratch",
         "dry_run": "print the batch script; submit nothing",
-        "strict_host_keys": STRICT_HOST_KEYS_HELP,
     },
 )
 def submit(
@@ -214,6 +241,7 @@ def submit(
     stage_data=None,
     module=None,
     requirements=None,
+    wheelhouse=None,
     dry_run=False,
     strict_host_keys=False,
 ):
@@ -227,7 +255,7 @@ def submit(
         "array": array, "output": output, "error": error, "sbatch": sbatch,
         "nv": False if skip_nv else None, "code": code, "data": data,
         "output_dir": output_dir, "binds": bind, "stage_data": stage_data,
-        "modules": module, "requirements": requirements,
+        "modules": module, "requirements": requirements, "wheelhouse": wheelhouse,
     }  # fmt: skip
     try:
         file_options = load_job_file(job_file) if job_file else None
@@ -351,17 +379,18 @@ def read_logs(c: Context, job_id: str, lines: int, jobs_dir: str, stderr: bool) 
         "strict_host_keys": STRICT_HOST_KEYS_HELP,
     },
 )
-def logs(c, job_id, lines=100, jobs_dir=None, job_file=None, stderr=False,
+def logs(c, job_id, lines=None, jobs_dir=None, job_file=None, stderr=False,
          strict_host_keys=False):
     """Tail a job's output file, wherever Slurm put it."""
     if strict_host_keys:
         require_known_host(c)
     try:
+        count = _whole_number("lines", 100 if lines is None else lines, 1, 1_000_000)
         file_options = load_job_file(job_file) if job_file else None
         spec = merge_options(file_options, {"jobs_dir": jobs_dir}, job_file or "job file")
     except JobError as error:
         raise fail("logs", str(error), EXIT_BAD_INPUT) from None
-    print(read_logs(c, job_id, int(lines), spec.jobs_dir, stderr), end="")
+    print(read_logs(c, job_id, count, spec.jobs_dir, stderr), end="")
 
 
 def cancel_job(c: Context, job_id: str) -> str:
@@ -372,6 +401,8 @@ def cancel_job(c: Context, job_id: str) -> str:
     result = login_node.run(connection(c, "cancel"), cancel_snippet(job_id))
     if result.exited != 0:
         raise fail("cancel", sbatch_error_line(result.stderr), result.exited)
+    if result.stdout.startswith("ended "):
+        return f"job {job_id} already ended ({result.stdout.strip()[6:]}); nothing to cancel"
     return f"cancelled {job_id} (was {', '.join(result.stdout.split())})"
 
 
@@ -380,10 +411,118 @@ def cancel_job(c: Context, job_id: str) -> str:
     "strict_host_keys": STRICT_HOST_KEYS_HELP,
 })
 def cancel(c, job_id, strict_host_keys=False):
-    """Cancel a job (scancel)."""
+    """Cancel a job (scancel); a job that already ended is left as it is, and said so."""
     if strict_host_keys:
         require_known_host(c)
     print(cancel_job(c, job_id))
 
 
-collection = Collection("slurm", pull, submit, status, logs, cancel)
+# -- jupyter --------------------------------------------------------------------------
+
+DEFAULT_LOCAL_PORT = 8888
+DEFAULT_WAIT_SECONDS = 600
+
+
+@task(
+    auto_shortflags=False,
+    iterable=["sbatch", "bind", "module"],
+    help={
+        **JOB_FLAG_HELP,
+        "name": "job name (default jupyter)",
+        "local_port": f"port on your machine the tunnel listens on (default {DEFAULT_LOCAL_PORT})",
+        "wait": f"seconds to wait for the job and its server (default {DEFAULT_WAIT_SECONDS})",
+        "attach": "wait for the server of this already submitted job instead of submitting",
+        "dry_run": "print the batch script; submit nothing",
+    },
+)
+def jupyter(
+    c,
+    job_file=None,
+    image=None,
+    runtime=None,
+    cache_dir=None,
+    jobs_dir=None,
+    name=None,
+    account=None,
+    partition=None,
+    qos=None,
+    time=None,
+    cpus=None,
+    memory=None,
+    gpus=None,
+    output=None,
+    error=None,
+    sbatch=None,
+    skip_nv=False,
+    code=None,
+    data=None,
+    output_dir=None,
+    bind=None,
+    stage_data=None,
+    module=None,
+    requirements=None,
+    wheelhouse=None,
+    local_port=None,
+    wait=None,
+    attach=None,
+    dry_run=False,
+    strict_host_keys=False,
+):
+    """JupyterLab as a Slurm job: submit, wait until it answers, print the tunnel and URL.
+
+    The server runs in the container (or, with --runtime none, in the modules' Python
+    or the venv the requirements build) on a free port of the compute node, with a
+    token made there. stdout: the ssh tunnel command, then the URL. The job's time
+    limit ends it, or slurm.cancel. A job file's `command` is not used.
+    """
+    if strict_host_keys:
+        require_known_host(c)
+    flags = {
+        "image": image, "runtime": runtime, "cache_dir": cache_dir, "jobs_dir": jobs_dir,
+        "name": name, "account": account, "partition": partition, "qos": qos, "time": time,
+        "cpus": cpus, "memory": memory, "gpus": gpus, "output": output, "error": error,
+        "sbatch": sbatch, "nv": False if skip_nv else None, "code": code, "data": data,
+        "output_dir": output_dir, "binds": bind, "stage_data": stage_data, "modules": module,
+        "requirements": requirements, "wheelhouse": wheelhouse,
+    }  # fmt: skip
+    try:
+        file_options = dict(load_job_file(job_file)) if job_file else {}
+        file_options.pop("command", None)  # the job serves Jupyter; a file may hold both
+        file_options.setdefault("name", "jupyter")
+        spec = merge_options(file_options, flags, job_file or "job file")
+        if spec.array:
+            raise JobError(f"--array: '{spec.array}': a Jupyter job is one server; drop the"
+                           " array from the job file")
+        port = _whole_number("local-port", DEFAULT_LOCAL_PORT if local_port is None
+                             else local_port, 1, 65535)
+        wait_seconds = _whole_number("wait", DEFAULT_WAIT_SECONDS if wait is None else wait,
+                                     1, 7 * 86400)
+        attach_id = check_job_id(attach) if attach is not None else None
+    except JobError as err:
+        raise fail("jupyter", str(err), EXIT_BAD_INPUT) from None
+    if attach_id is None:
+        job_id, script = submit_job(c, spec, dry_run=dry_run, jupyter=True)
+        if dry_run:
+            print(script, end="")
+            return
+    else:
+        job_id = attach_id
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    poll = wait_for_server(
+        c, job_id, spec.jobs_dir, wait_seconds,
+        log_tail=lambda: read_logs(c, job_id, 20, spec.jobs_dir, False), say=say,
+    )  # fmt: skip
+    assert poll.endpoint is not None
+    app = "JupyterLab" if poll.endpoint.path == "/lab" else "Jupyter Server"
+    limit = f"its time limit ({poll.time_limit})" if poll.time_limit else "its time limit"
+    say(f"job {job_id}: {app} answers on {poll.endpoint.node}"
+        f" ({poll.endpoint.address}:{poll.endpoint.port}); it ends with the job, at {limit},"
+        f" or with slurm.cancel {job_id}. On your machine, run the tunnel, then open the URL:")
+    print(tunnel_command(c, port, poll.endpoint))
+    print(jupyter_url(port, poll.endpoint, poll.token))
+
+
+collection = Collection("slurm", pull, submit, status, logs, cancel, jupyter)

@@ -260,7 +260,7 @@ def autostop_line(look: AutostopLook, host_now: float) -> str:
     if last is None:
         return f"window {window}; no check yet this boot"
     at = _epoch(last.get("at"))
-    when = f" ({span(host_now - at)} ago)" if at is not None else ""
+    when = f", {span(host_now - at)} ago" if at is not None else ""
     stop = state.get("stop") if isinstance(state.get("stop"), dict) else None
     if stop is not None and stop.get("ok") is False:
         return (f"STOP FAILED{when}: {stop.get('error', '?')}; retried at each check "
@@ -269,7 +269,9 @@ def autostop_line(look: AutostopLook, host_now: float) -> str:
     if idle_since is not None and last.get("decision") != "busy":
         return (f"idle {span(host_now - idle_since)} of {window}; last check{when}: "
                 f"{last.get('summary', '')}")
-    return f"busy at the last check{when}: {last.get('summary', '')} (window {window})"
+    summary = str(last.get("summary", ""))
+    summary = summary[len("busy: "):] if summary.startswith("busy: ") else summary
+    return f"busy at the last check{when}: {summary} (window {window})"
 
 
 CLOUD_NAMES = {"aws": "AWS", "gcp": "GCP", "azure": "Azure"}

@@ -8,7 +8,8 @@ Jupyter token is made once on the host (~/.config/gpu-workbench/jupyter_token,
 mode 600), or is the one given (--jupyter-token / WORKBENCH_JUPYTER_TOKEN,
 copied over SFTP), and reaches the container through an env file, never a
 command line. A running container is left alone unless its image, ports or
-settings differ.
+settings differ. An image the host lacks is pulled first, in the same command,
+with its progress printed as it goes (bootstrap/image_pull.py).
 """
 
 # ruff: noqa: E501  (embedded shell scripts stay on one line each, as a shell reader expects)
@@ -26,7 +27,8 @@ from bootstrap.container_spec import (
     spec_for_image,
     workspace_path,
 )
-from bootstrap.facts import LOGIN, Fact, json_object_or_none
+from bootstrap.facts import DOCKER_INFO, LOGIN, Fact, json_object_or_none
+from bootstrap.image_pull import PULL_COMMAND_TIMEOUT_S, pull_for
 from bootstrap.shell import LINES, Sh, replace_container, sh
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok
 
@@ -38,6 +40,13 @@ CONTAINER: Fact[dict[str, Any] | None] = Fact(
     lambda o: sh("docker inspect --type container {name} --format '{{{{json .}}}}' "
                  "2>/dev/null || echo absent", name=o.container_name),
     json_object_or_none)
+# Whether the host has the image, for --check to say a pull would come first. The
+# change script looks again on the host before it pulls.
+IMAGE_PRESENT: Fact[bool] = Fact(
+    "image_present",
+    lambda o: sh("if docker image inspect -- {image} >/dev/null 2>&1; then echo yes; else echo no; fi",
+                 image=o.image_ref),
+    lambda text: text.strip() == "yes")
 HOST_TOKEN: Fact[str | None] = Fact(
     "token", lambda _: sh('cat "$home"/{token_file} 2>/dev/null', token_file=TOKEN_FILE),
     lambda text: text.strip() or None, needs=(LOGIN,))
@@ -64,8 +73,10 @@ def run(ctx: HostContext) -> StepOutcome:
     replace = needs_replace(reasons)
     verb = ("replace" if running else "create") if replace else "start"
     why = f"from {spec.image}" if verb == "create" else f"({', '.join(reasons)})"
+    pull_first = replace and not ctx.fact(IMAGE_PRESENT)
     if ctx.options.check:
-        return ctx.would(f"{verb} {spec.name} {why}")
+        return ctx.would(f"{verb} {spec.name} {why}"
+                         + (f" (pulling {spec.image} first)" if pull_first else ""))
 
     home = login.home
     owner = sh("{user}:{group}", user=login.user, group=login.group)
@@ -98,9 +109,13 @@ ws={workspace}
 [ -d "$ws" ] || {{ mkdir -p "$ws" && chown {owner} "$ws"; }} || {{ echo "ERROR: cannot create $ws"; exit 1; }}
 """, home=home, token_dir=TOKEN_DIR, token_file=TOKEN_FILE, owner=owner, move_given=move_given,
         workspace=spec.workspace)]
+    pull_output = None
     if replace:
+        info = ctx.fact(DOCKER_INFO)
+        pull, pull_output = pull_for(ctx, spec.image, STEP_NAME,
+                                     info.raw if info is not None else None)
         script.extend(replace_container(
-            spec.image, spec.name,
+            pull, spec.name,
             spec.run_command(Sh('"$cfg/container.env"'), Sh('"$token_sha"'))))
     else:
         script.append(sh("if ! out=$(docker start {name} 2>&1); then "
@@ -119,13 +134,15 @@ if [ "$first" != "$second" ]; then
 fi
 echo "@@token"; echo "$token"
 """, name=spec.name))
-    result = ctx.remote.run(LINES.join(script), timeout=3600)  # may pull a 20 GB image
+    result = ctx.remote.run(LINES.join(script), timeout=PULL_COMMAND_TIMEOUT_S,
+                            on_stdout=pull_output.feed if pull_output else None)
     if not result.ok:
         raise StepFailed(result.error_line())
     token = result.sections().get("token", "").strip()
     _add_services(ctx, spec, token)
     done = {"create": "created", "replace": "replaced", "start": "started"}[verb]
-    return changed(f"{done} {spec.name} {why}")
+    pulled = f"; pulled {pull_output.summary}" if pull_output and pull_output.summary else ""
+    return changed(f"{done} {spec.name} {why}{pulled}")
 
 
 def _add_services(ctx: HostContext, spec: ContainerSpec, token: str) -> None:
@@ -140,4 +157,5 @@ def _add_services(ctx: HostContext, spec: ContainerSpec, token: str) -> None:
             ctx.add_service(purpose, f"http://localhost:{host_port}/", host_port)
 
 
-STEP = Step("container", run, facts=(LOGIN, CONTAINER, HOST_TOKEN))
+STEP_NAME = "container"
+STEP = Step(STEP_NAME, run, facts=(LOGIN, CONTAINER, IMAGE_PRESENT, DOCKER_INFO, HOST_TOKEN))

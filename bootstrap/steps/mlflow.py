@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bootstrap.container_spec import LABEL_CONFIG, inspect_port_bindings, workspace_path
-from bootstrap.facts import LOGIN, Fact, json_object_or_none
+from bootstrap.facts import DOCKER_INFO, LOGIN, Fact, json_object_or_none
+from bootstrap.image_pull import PULL_COMMAND_TIMEOUT_S, pull_for
 from bootstrap.shell import LINES, SPACE, Sh, replace_container, sh, words
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok
 
@@ -139,8 +140,12 @@ if [ ! -d "$store/artifacts" ]; then
   mkdir -p "$store/artifacts" && chown {user}:{group} "$store" "$store/artifacts" || {{ echo "ERROR: cannot create $store"; exit 1; }}
 fi
 """, store=spec.store, user=login.user, group=login.group)]
+    pull_output = None
     if replace:
-        script.extend(replace_container(spec.image, spec.name, spec.run_command()))
+        info = ctx.fact(DOCKER_INFO)
+        pull, pull_output = pull_for(ctx, spec.image, "mlflow",
+                                     info.raw if info is not None else None)
+        script.extend(replace_container(pull, spec.name, spec.run_command()))
     else:
         script.append(sh("if ! out=$(docker start {name} 2>&1); then "
                          'echo "ERROR: docker start failed: $(echo "$out" | tail -n 1)"; exit 1; fi',
@@ -148,12 +153,14 @@ fi
     script.append(sh("wb_name={name}; wb_health={health}; wb_timeout={timeout}",
                      name=spec.name, health=f"http://127.0.0.1:{spec.port}/health",
                      timeout=HEALTH_TIMEOUT_S) + WAIT_FOR_HEALTH)
-    result = ctx.remote.run(LINES.join(script), timeout=3600)
+    result = ctx.remote.run(LINES.join(script), timeout=PULL_COMMAND_TIMEOUT_S,
+                            on_stdout=pull_output.feed if pull_output else None)
     if not result.ok:
         raise StepFailed(result.error_line())
     ctx.add_service("MLflow", url, spec.port)
     done = {"create": "created", "replace": "replaced", "start": "started"}[verb]
-    return changed(f"{done} {spec.name} {why}; store {spec.store}")
+    pulled = f"; pulled {pull_output.summary}" if pull_output and pull_output.summary else ""
+    return changed(f"{done} {spec.name} {why}; store {spec.store}{pulled}")
 
 
-STEP = Step("mlflow", run, facts=(LOGIN, MLFLOW))
+STEP = Step("mlflow", run, facts=(LOGIN, MLFLOW, DOCKER_INFO))

@@ -17,6 +17,7 @@ from fabric import Connection
 from tests.support.loopback_sshd import LoopbackSshd
 from tests.support.slurm_cluster import SlurmCluster
 from tests.support.slurm_login_node import LoginNode, build_busybox_image, require_real_parts
+from tests.support.slurm_python_parts import python_modulefiles
 
 LOGIN_USER = "wbslurm"
 
@@ -30,7 +31,16 @@ def login_node() -> Iterator[LoginNode]:
     cluster = SlurmCluster(user=LOGIN_USER)
     # ch-image keeps its build storage in /var/tmp/$USER.ch unless told;
     # keep it in our temp dir so teardown removes it.
-    session_env = {**cluster.client_env(), "CH_IMAGE_STORAGE": str(base / "ch-image" / "storage")}
+    session_env = {
+        **cluster.client_env(),
+        "CH_IMAGE_STORAGE": str(base / "ch-image" / "storage"),
+        # Where the site's modules are, as a cluster's /etc/profile.d sets it:
+        # python/3.11 for the `runtime: none` jobs (tests.support.slurm_python_parts.py).
+        "MODULEPATH": str(python_modulefiles(base / "modules")),
+        # The box's own pip.conf adds mirrors and a find-links dir; a job's pip
+        # reads the job's wheelhouse or PyPI, as on a cluster without them.
+        "PIP_CONFIG_FILE": "/dev/null",
+    }
     sshd = LoopbackSshd(root=base / "sshd", user=LOGIN_USER, home=home, session_env=session_env)
     try:
         # The user must exist before slurmdbd gets its association.

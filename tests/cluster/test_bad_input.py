@@ -203,23 +203,17 @@ def test_cancel_of_a_job_slurm_does_not_know_says_so(conn: Connection) -> None:
     assert failure.value.code == 4
     assert str(failure.value.message) == (
         "slurm.cancel: job 987654 is not in the queue "
-        "(slurm_load_jobs error: Invalid job id specified)"
+        "(slurm_load_jobs error: Invalid job id specified) and sacct has no record of it"
     )
 
 
-def test_cancel_of_a_finished_job_says_it_already_ended(
+def test_cancel_of_a_finished_job_says_it_already_ended_and_is_fine(
     login_node: LoginNode, conn: Connection, capsys: pytest.CaptureFixture[str]
 ) -> None:
     slurm.submit(conn, **job(login_node, "finished", name="finished", command="true"))
     job_id = capsys.readouterr().out.strip()
     login_node.wait_for_state(job_id, {"COMPLETED"})
-    with pytest.raises(Exit) as failure:
-        slurm.cancel(conn, job_id)
-    assert failure.value.code == 4
-    message = str(failure.value.message)
-    # Either slurmctld still holds the finished job or it already purged it.
-    assert message in (
-        f"slurm.cancel: job {job_id} already ended (COMPLETED); nothing to cancel",
-        f"slurm.cancel: job {job_id} is not in the queue "
-        "(slurm_load_jobs error: Invalid job id specified)",
-    )
+    # Whether slurmctld still holds the finished job or accounting alone knows it.
+    slurm.cancel(conn, job_id)
+    assert capsys.readouterr().out.strip() == (
+        f"job {job_id} already ended (COMPLETED); nothing to cancel")

@@ -25,6 +25,14 @@ No marker file (/tmp/pwned-...) ever appears. Decisions, option by option:
   skips #SBATCH lines as comments): literal, in sbatch's own syntax (sbatch
   reads quotes there and refuses an unmatched one with its own one line); a
   newline or CR is refused.
+- requirements, wheelhouse (runtime none or a container): literal, to cp and
+  pip; a wheelhouse bound into a container is refused with ',' or ':' as the
+  other binds are.
+- slurm.jupyter's --local-port, --wait, --attach: refused unless a whole number
+  in range (a job id), one line, before any connection. What the job writes
+  back (its endpoint) is refused unless an address, a port and a path.
+- the tunnel command slurm.jupyter prints: local paths (fab's -S config, -i
+  key) in it are shell words a user's shell splits back into the exact paths.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from cluster import tasks as slurm
 from cluster.batch_script import render_batch_script
 from cluster.job import JobSpec, validate
 from cluster.job_error import JobError
+from cluster.jupyter_session import Endpoint, parse_poll, tunnel_command
 from tests.support.hostile import hostile, markers_found, one_line
 from tests.support.slurm_cluster import ACCOUNT, PARTITION
 from tests.support.slurm_login_node import LoginNode
@@ -93,6 +102,8 @@ def test_names_modules_registry_images_and_bad_paths_are_refused_with_one_line(
             assert refused(**{option: "d " + value, "output": "o.out"}).startswith(
                 f"--{option.replace('_', '-')}: path contains a newline or NUL")
         assert refused(binds=("/b " + value,)).startswith("--bind: path contains a newline")
+        assert refused(wheelhouse="w " + value, requirements="r.txt").startswith(
+            "--wheelhouse: path contains a newline")
         assert refused(image="./i " + value).startswith("--image: path contains a newline")
         assert refused(sbatch=("--comment=" + value,)).startswith("--sbatch: ")
         return
@@ -100,6 +111,11 @@ def test_names_modules_registry_images_and_bad_paths_are_refused_with_one_line(
         assert refused(**{option: "d,x " + value}).startswith(
             f"--{option.replace('_', '-')}: 'd,x {value}' is bound into the container")
     assert refused(binds=("/b:x " + value,)).startswith("--bind: '/b:x")
+    assert refused(wheelhouse="w,x " + value, requirements="r").startswith(
+        f"--wheelhouse: 'w,x {value}' is bound into the container")
+    # Without a container nothing is bound: the same path is fine there.
+    assert validate(base(runtime="none", image="", wheelhouse="w,x:" + value,
+                         requirements="r")).wheelhouse == "w,x:" + value
     # The jobs dir holds the default #SBATCH --output path: there, only what sbatch reads.
     if re.fullmatch(r"[A-Za-z0-9._+/%~=@,:-]+", value):
         assert validate(base(jobs_dir=value)).jobs_dir == value
@@ -128,13 +144,14 @@ STUBS = "".join(
 )
 
 
-def calls_of(spec: JobSpec, home: Path) -> tuple[dict[str, list[str]], str]:
-    """{command: argv} of what the batch script ran (stubs print their argv), and stderr."""
+def calls_of(spec: JobSpec, home: Path, path: str = "") -> tuple[dict[str, list[str]], str]:
+    """{command: argv} of what the batch script ran (stubs print their argv), and stderr.
+    `path`: directories of stand-in executables put first on PATH."""
     scratch = home / "scratch"
     scratch.mkdir(exist_ok=True)
     probe = STUBS + render_batch_script(validate(spec)).text
     proc = subprocess.run(["bash", "-c", probe], capture_output=True,
-                          env={"HOME": str(home), "PATH": os.environ["PATH"],
+                          env={"HOME": str(home), "PATH": path + os.environ["PATH"],
                                "SLURM_TMPDIR": str(scratch), "SLURM_JOB_ID": "7"})
     assert proc.returncode == 0, proc.stderr
     calls: dict[str, list[str]] = {}
@@ -182,6 +199,135 @@ def test_every_path_reaches_apptainer_tar_and_cp_as_given(what: str, value: str,
     argv = calls_of(spec, tmp_path)[0]["ch-run"]
     assert argv[:2] == ["-b", f"/data {value}:/workspace/data"]
     assert argv[2:4] == [f"{home}/./img {value}", "--"]
+
+
+# python3 for a `runtime: none` job: records its argv; `-m venv DIR` makes a venv
+# whose python records its own and whose activate script is empty.
+STANDIN_PYTHON3 = r"""#!/bin/sh
+printf '@@python3\0'; printf '%s\0' "$@"
+if [ "$1" = -m ] && [ "$2" = venv ]; then
+  mkdir -p "$3/bin"
+  printf '#!/bin/sh\nprintf "@@venv-python\\0"; printf "%%s\\0" "$@"\n' >"$3/bin/python"
+  chmod +x "$3/bin/python"
+  : >"$3/bin/activate"
+fi
+"""
+# The command of a `runtime: none` job: where it runs, and the places it is given.
+REPORT_PLACES = ("printf '@@command\\0'; printf '%s\\0' \"$PWD\" \"$WORKBENCH_CODE\" "
+                 "\"$WORKBENCH_DATA\" \"$WORKBENCH_OUTPUT\" \"$WORKBENCH_SCRATCH\"")
+
+
+@pytest.mark.parametrize(("what", "value"), ALL, ids=IDS)
+def test_runtime_none_hands_requirements_wheelhouse_and_places_over_as_given(
+        what: str, value: str, tmp_path: Path) -> None:
+    """No container: cp, python3 -m venv, pip --no-index --find-links and the command's
+    working dir and WORKBENCH_* get each path byte for byte; a newline is refused."""
+    if "\n" in value:
+        with pytest.raises(JobError, match=r"^--requirements: path contains a newline"):
+            validate(base(runtime="none", image="", requirements=f"r {value}"))
+        return
+    stand_ins = tmp_path / "bin"
+    stand_ins.mkdir()
+    (stand_ins / "python3").write_text(STANDIN_PYTHON3)
+    (stand_ins / "python3").chmod(0o755)
+    (tmp_path / f"code {value}").mkdir(parents=True)
+    scratch = f"{tmp_path}/scratch/workbench"
+    spec = base(runtime="none", image="", command=REPORT_PLACES, code=f"code {value}",
+                stage_data=f"/data {value}.tar", output_dir=f"~/out {value}",
+                requirements=f"req {value}.txt", wheelhouse=f"/wheels {value}")
+    calls, _ = calls_of(spec, tmp_path, path=f"{stand_ins}:")
+    assert calls["cp"] == ["--", f"{tmp_path}/req {value}.txt", f"{scratch}/requirements.txt"]
+    assert calls["tar"] == ["-xf", f"/data {value}.tar", "-C", f"{scratch}/data"]
+    assert calls["python3"] == ["-m", "venv", f"{scratch}/venv"]
+    assert calls["venv-python"] == ["-m", "pip", "install", "--quiet", "--no-input", "--no-index",
+                                    "--find-links", f"/wheels {value}",
+                                    "-r", f"{scratch}/requirements.txt"]
+    assert calls["command"] == [f"{tmp_path}/code {value}", f"{tmp_path}/code {value}",
+                                f"{scratch}/data", f"{tmp_path}/out {value}", scratch]
+    # Without a wheelhouse, pip reads the index it is configured with.
+    calls, _ = calls_of(replace(spec, wheelhouse=""), tmp_path, path=f"{stand_ins}:")
+    assert calls["venv-python"] == ["-m", "pip", "install", "--quiet", "--no-input",
+                                    "-r", f"{scratch}/requirements.txt"]
+
+
+@pytest.mark.parametrize(("what", "value"), ONE_LINE, ids=[w for w, _ in ONE_LINE])
+def test_a_containers_wheelhouse_is_bound_as_given_and_pip_reads_it_there(
+        what: str, value: str, tmp_path: Path) -> None:
+    spec = base(command="true", image="/i.sif", requirements=f"req {value}.txt",
+                wheelhouse=f"~/wheels {value}")
+    argv = calls_of(spec, tmp_path)[0]["apptainer"]
+    binds = [argv[i + 1] for i, word in enumerate(argv) if word == "--bind"]
+    assert binds[-1] == f"{tmp_path}/wheels {value}:/workspace/wheelhouse"
+    setup = argv.index("workbench-venv")
+    assert argv[setup + 1:setup + 4] == ["/workspace/scratch/venv",
+                                         "/workspace/scratch/requirements.txt",
+                                         "/workspace/wheelhouse"]
+
+
+@pytest.mark.parametrize(("what", "value"), ALL, ids=IDS)
+def test_jupyter_refuses_hostile_port_wait_and_job_id_in_one_line(what: str, value: str) -> None:
+    from invoke.context import Context
+
+    for option, flag in (("local_port", "--local-port"), ("wait", "--wait"),
+                         ("attach", "JOBID")):
+        with pytest.raises(Exit) as failure:
+            slurm.jupyter(Context(), image="/i.sif", **{option: value})
+        message = str(failure.value.message)
+        assert failure.value.code == 2
+        assert message.startswith(f"slurm.jupyter: {flag}: ") and "\n" not in message
+
+
+@pytest.mark.parametrize(("what", "value"), ALL, ids=IDS)
+def test_fab_itself_refuses_hostile_whole_number_flags_in_one_line(what: str,
+                                                                  value: str) -> None:
+    """Through the real `fab` command line, where invoke parses the flags first (it would
+    cast a flag with an int default, with a traceback); nothing connects: no host listens
+    on port 1."""
+    fab = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "fab"
+    for flag, says in (("--local-port", "--local-port"), ("--wait", "--wait"),
+                       ("--attach", "JOBID")):
+        done = subprocess.run([str(fab), "-H", "me@127.0.0.1:1", "slurm.jupyter", "--image",
+                               "/i.sif", flag, value], capture_output=True, text=True,
+                              cwd=fab.parents[2], timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert done.stdout == ""
+        message = done.stderr.strip()
+        assert message.startswith(f"slurm.jupyter: {says}: ") and "\n" not in message, message
+    done = subprocess.run([str(fab), "-H", "me@127.0.0.1:1", "slurm.logs", "12", "--lines", value],
+                          capture_output=True, text=True, cwd=fab.parents[2], timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().startswith("slurm.logs: --lines: ")
+
+
+@pytest.mark.parametrize(("what", "value"), ONE_LINE, ids=[w for w, _ in ONE_LINE])
+def test_an_endpoint_the_job_wrote_is_refused_unless_address_port_and_path(
+        what: str, value: str) -> None:
+    # One line: the poll snippet reads the endpoint file's first line only (`read`).
+    good = "state RUNNING|None|vm|30:00\nendpoint 10.1.2.3 41234 /lab vm\nanswer 200\n"
+    assert parse_poll(good).endpoint == Endpoint("10.1.2.3", 41234, "/lab", "vm")
+    for bad in (f"{value} 41234 /lab vm", f"10.1.2.3 {value} /lab vm",
+                f"10.1.2.3 41234 {value} vm", f"10.1.2.3 41234 /lab {value}"):
+        with pytest.raises(ValueError, match="endpoint file holds"):
+            parse_poll(f"state RUNNING|None|vm|30:00\nendpoint {bad}\nanswer 200\n")
+    with pytest.raises(ValueError, match="token file holds"):
+        parse_poll(good + f"token {value}\n")
+
+
+@pytest.mark.parametrize(("what", "value"), ONE_LINE, ids=[w for w, _ in ONE_LINE])
+def test_the_printed_tunnel_splits_back_into_the_exact_paths(what: str, value: str,
+                                                             tmp_path: Path) -> None:
+    import shlex
+
+    from fabric import Config
+
+    config = Config()
+    config.set_runtime_ssh_path(f"/cfg {value}")
+    conn = Connection("login.example", user="me", port=2222, config=config,
+                      connect_kwargs={"key_filename": [f"/keys/id {value}"]})
+    line = tunnel_command(conn, 8888, Endpoint("10.1.2.3", 41234, "/lab", "vm"))
+    assert shlex.split(line) == ["ssh", "-F", f"/cfg {value}", "-i", f"/keys/id {value}",
+                                 "-p", "2222", "-N", "-L", "8888:10.1.2.3:41234",
+                                 "me@login.example"]
 
 
 # --- the login-node snippets under sh: the exact paths are written and named ----------------

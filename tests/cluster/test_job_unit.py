@@ -19,7 +19,7 @@ from cluster import remote_scripts
 from cluster import tasks as slurm
 from cluster.batch_script import render_batch_script
 from cluster.job import (
-    RUNTIMES,
+    CONTAINER_RUNTIMES,
     JobSpec,
     array_task_ids,
     image_path,
@@ -145,6 +145,16 @@ def test_job_files_that_are_not_job_files(text: str, message: str) -> None:
         parse_job_file(text, "job.yaml")
 
 
+@pytest.mark.parametrize("name", ["slurm-jupyter.yaml", "slurm-venv.yaml"])
+def test_the_jupyter_and_venv_examples_render_valid_scripts(name: str) -> None:
+    text = (PROJECT / "examples" / name).read_text()
+    job = merge_options(parse_job_file(text, name), {}, name)
+    for jupyter in (True, False):
+        if jupyter or job.command:
+            validate(job, command_required=not jupyter)
+            assert syntax_ok(render_batch_script(job, jupyter=jupyter).text)
+
+
 def test_the_shipped_example_job_file_renders_a_valid_script() -> None:
     text = (PROJECT / "examples" / "slurm-job.yaml").read_text()
     job = validate(merge_options(parse_job_file(text, "example"), {}, "example"))
@@ -175,6 +185,11 @@ def test_the_shipped_example_job_file_renders_a_valid_script() -> None:
         ({"modules": ("cuda 12",)}, "--module: 'cuda 12' is not a module name"),
         ({"binds": ("/a:relative",)}, "--bind: '/a:relative': the container side must be"),
         ({"code": "a\nb"}, "--code: path contains a newline"),
+        ({"runtime": "none"}, "--image: 'nvcr.io/nvidia/pytorch:24.05-py3' with --runtime none,"
+                              " which runs no container"),
+        ({"runtime": "none", "image": "", "binds": ("/a",)}, "--bind: --runtime none runs no"),
+        ({"wheelhouse": "/wh"}, "--wheelhouse: '/wh' without --requirements"),
+        ({"requirements": "r", "wheelhouse": "/w:h"}, "--wheelhouse: '/w:h' is bound into"),
     ],
 )
 def test_each_bad_option_is_one_line_naming_it(changes: dict[str, object], message: str) -> None:
@@ -221,7 +236,9 @@ def test_apptainer_script_carries_every_requested_option() -> None:
         "#SBATCH --error=/scratch/me/%x-%A_%a.err",
         "#SBATCH --constraint=a100",
     ]
-    assert "module load apptainer/1.2\nmodule load cuda/12.2\n" in script
+    loads = [line for line in script.splitlines() if line.startswith("if ! module load")]
+    assert loads == ['if ! module load apptainer/1.2 2>"$wb_modules"; then',
+                     'if ! module load cuda/12.2 2>"$wb_modules"; then']
     assert "set -u" not in script  # Lmod's module function trips over it
     assert (
         "apptainer exec --nv \\\n"
@@ -267,6 +284,24 @@ def test_staging_and_requirements_use_scratch_with_a_tmp_fallback() -> None:
     assert 'cp -- "$HOME"/src/exp/requirements.txt "$scratch"/requirements.txt' in script
     assert '--bind "$scratch"/data:/workspace/data' in script
     assert "python3 -m venv --system-site-packages" in script
+
+
+def test_runtime_none_needs_no_image_and_pulls_nothing() -> None:
+    from invoke.context import Context
+    from invoke.exceptions import Exit
+
+    job = spec(runtime="none", image="", modules=("python/3.11",), requirements="r.txt",
+               wheelhouse="/project/wheels")
+    script = render_batch_script(job).text
+    assert syntax_ok(script)
+    assert "apptainer" not in script and "ch-run" not in script
+    assert 'if ! module load python/3.11 2>"$wb_modules"; then' in script
+    assert "/etc/profile.d/lmod.sh" in script  # where a batch shell finds `module`
+    with pytest.raises(Exit) as failure:
+        slurm.pull(Context(), image="nvcr.io/nvidia/x:1", runtime="none")
+    assert str(failure.value.message) == (
+        "slurm.pull: --runtime: 'none' is not one of apptainer, singularity, charliecloud;"
+        " --runtime none runs no container, so there is nothing to pull")
 
 
 def run_runtime_line_under_bash(job: JobSpec) -> list[str]:
@@ -351,7 +386,11 @@ def test_every_remote_snippet_parses_in_bash_and_posix_sh(shell: str) -> None:
         remote_scripts.status_snippet("12_3"),
         remote_scripts.logs_locate_snippet("12", "~/.workbench/slurm"),
         remote_scripts.cancel_snippet("12"),
-        *(remote_scripts.pull_snippet(rt, "nvcr.io/nvidia/x:1", "~/sif") for rt in RUNTIMES),
+        remote_scripts.jupyter_poll_snippet("12", "~/.workbench/slurm"),
+        remote_scripts.submit_snippet(spec(runtime="none", image="", requirements="r.txt",
+                                           wheelhouse="wh", modules=("python/3.11",))),
+        *(remote_scripts.pull_snippet(rt, "nvcr.io/nvidia/x:1", "~/sif")
+          for rt in CONTAINER_RUNTIMES),
     ]
     for snippet in snippets:
         assert syntax_ok(snippet.text, shell), snippet

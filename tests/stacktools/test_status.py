@@ -18,20 +18,29 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from bootstrap.facts import facts_command, parse_facts
+from bootstrap.logs import PrefixedLines
 from bootstrap.onhost import workbench_idle_check as idle
 from bootstrap.onhost import workbench_interruption_watch as watch
 from bootstrap.options import BootstrapOptions
-from stacktools.status import last_stop_line
-from stacktools.status_facts import GPU_USE, LAST_STOP, GpuUse, parse_last_stop
+from stacktools.status import autostop_line, last_stop_line
+from stacktools.status_facts import (
+    GPU_USE,
+    LAST_STOP,
+    AutostopLook,
+    GpuUse,
+    parse_autostop,
+    parse_last_stop,
+)
 from tests.stacktools.test_handoff import key_fingerprint, plain_names
-from tests.support import testhosts
 from tests.support.bootstrap_run import REPO, STANDIN_IMAGE, run_steps
+from tests.support.host_fixtures import started_hosts
 from tests.support.testhosts import TestHost
 
 SCRIPT = str(REPO / "scripts" / "status")
@@ -190,12 +199,8 @@ def test_unusable_outputs_each_say_why_and_nothing_is_contacted(tmp_path: Path) 
 
 @pytest.fixture
 def three_hosts(real_parts: None) -> Iterator[list[TestHost]]:
-    hosts = testhosts.start_hosts(3)
-    try:
+    with started_hosts(3) as hosts:
         yield hosts
-    finally:
-        for h in hosts:
-            testhosts.stop_host(h)
 
 
 @pytest.mark.slow
@@ -281,3 +286,75 @@ def test_a_host_that_is_not_the_stacks_is_not_read(host: TestHost, tmp_path: Pat
                 "volume is not in use; rerun scripts/bootstrap)" in read.stdout.splitlines())
         assert host.exec("test -e /tmp/pwned-status", check=False).returncode != 0
         assert host.ip in (home / ".ssh" / "known_hosts").read_text()
+
+
+def idle_state_after(tmp_path: Path, the_look: idle.Look, at: dt.datetime,
+                     stop: Callable[[idle.Settings], str] | None = None,
+                     machine: str = "a") -> dict[str, object]:
+    """The state file the real idle check writes after a check at `at` (each machine
+    keeps its own file, as each host does)."""
+    path = tmp_path / f"state-{machine}.json"
+    settings = idle.Settings(cloud="aws", minutes=60, wall=False)
+    idle.run_check(settings, path, look=lambda _: the_look, now=lambda: at,
+                   stop=stop or (lambda _: "poweroff requested"))
+    loaded: dict[str, object] = json.loads(path.read_text())
+    return loaded
+
+
+def quiet() -> idle.Look:
+    return idle.Look(idle.GpuLook("ok", "", {"0": [0, 0, 0]}, 2.0), [], [])
+
+
+def test_the_autostop_line_reads_what_the_idle_check_wrote(tmp_path: Path) -> None:
+    config = "[autostop]\ncloud = aws\nminutes = 60\n"
+    start = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.timezone.utc)
+
+    def line(state: dict[str, object], now: dt.datetime, timer: str = "active") -> str:
+        look = AutostopLook(True, timer, 60.0, state)
+        assert parse_autostop(facts_text(config, state, timer)) == look
+        return autostop_line(look, now.timestamp())
+
+    first = idle_state_after(tmp_path, quiet(), start)
+    assert line(first, start + dt.timedelta(minutes=12)) == (
+        "idle 12m of 60 min; last check, 12m ago: idle: quiet since 12:00:00 UTC; stop at "
+        "13:00:00 UTC")
+    ssh = idle.Conn(22, "10.0.0.2:22", "203.0.113.9:50000", "host")
+    busy = idle_state_after(tmp_path, idle.Look(quiet().gpu, [ssh], []),
+                            start + dt.timedelta(minutes=15))
+    assert line(busy, start + dt.timedelta(minutes=16)).startswith(
+        "busy at the last check, 1m ago: 1 connection(s) on port 22 (SSH) from "
+        "203.0.113.9:50000")
+
+    def refused(_: idle.Settings) -> str:
+        raise idle.StopFailed("arm", "deallocate: ARM 403 AuthorizationFailed")
+
+    # Idle from 12:00; it always warns first (at 13:00), then stops at the next check.
+    idle_state_after(tmp_path, quiet(), start, machine="azure")
+    idle_state_after(tmp_path, quiet(), start + dt.timedelta(minutes=60), machine="azure")
+    failed = idle_state_after(tmp_path, quiet(), start + dt.timedelta(minutes=65), refused,
+                              machine="azure")
+    assert line(failed, start + dt.timedelta(minutes=66)) == (
+        "STOP FAILED, 1m ago: deallocate: ARM 403 AuthorizationFailed; retried at each check "
+        "(window 60 min)")
+    assert line(first, start, timer="inactive") == (
+        "timer inactive: this machine will not stop itself (window 60 min)")
+    assert autostop_line(AutostopLook(False, "inactive", None, None), 0) == (
+        "off (no idle check installed)")
+
+
+def facts_text(config: str, state: dict[str, object], timer: str) -> str:
+    """What the AUTOSTOP fact's snippet prints: the two files in base64, the timer."""
+    encode = lambda text: base64.b64encode(text.encode()).decode()  # noqa: E731
+    return f"{encode(config)}\n{encode(json.dumps(state))}\n{timer}\n"
+
+
+def test_lines_cut_by_chunks_or_flushes_stay_whole() -> None:
+    out = io.StringIO()
+    lock = threading.Lock()
+    stream = PrefixedLines("wb@10.0.0.2", out, lock)
+    for chunk in ("2026-11-23 one\n202", "", "6-11-23 two", "\r\n", "three"):
+        stream.write(chunk)
+        stream.flush()  # Invoke flushes after every chunk
+    assert out.getvalue() == "wb@10.0.0.2  2026-11-23 one\nwb@10.0.0.2  2026-11-23 two\n"
+    stream.finish()
+    assert out.getvalue().endswith("wb@10.0.0.2  three\n")

@@ -35,3 +35,12 @@ def require_systemd_hosts() -> None:
     if why:
         skip_or_fail(why)
     systemd_host.cleanup_stale()
+
+
+def require_registry() -> None:
+    """Debian's docker-registry (and tc, to slow its link) for the pull tests."""
+    from tests.support import registry
+
+    why = registry.missing_real_parts()
+    if why:
+        skip_or_fail(why)
