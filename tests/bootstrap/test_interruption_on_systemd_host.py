@@ -47,6 +47,7 @@ from typing import Any
 
 import pytest
 
+from bootstrap.logs import log_command
 from bootstrap.steps import autostop, interruptions
 from tests.stacktools.test_handoff import plain_names
 from tests.stacktools.test_status import save, status
@@ -162,6 +163,8 @@ def run_aws(s: Scenario, h: SystemdHost) -> None:
         s.facts["status_after"] = status_of(h, "aws-spot", "aws")
         s.facts["record_after_boot"] = record_on(h)
         s.facts["log"] = watcher_log(h)
+        # What `fab logs --source autostop` runs on the host.
+        s.facts["fab_logs"] = h.out(str(log_command("autostop", 200, False)), check=False)
         s.facts["requests"] = [(r.method, r.path, r.headers) for r in aws.requests]
         s.facts["boot_id"] = h.out("cat /proc/sys/kernel/random/boot_id").strip()
 
@@ -378,6 +381,15 @@ def test_aws_after_the_stop_and_a_start_it_is_back_as_after_an_autostop(
     assert s.facts["record_after_boot"] == s.facts["record_after_stop"]
     assert s.facts["record_after_boot"]["boot_id"] != s.facts["boot_id"]
     print(f"aws: boot to container running {s.facts['boot_to_container_s']:.2f} s")
+
+
+def test_aws_fab_logs_autostop_shows_the_notice_beside_the_idle_check(
+        fleet: dict[str, Scenario]) -> None:
+    s = finished(fleet, "aws")
+    lines = s.facts["fab_logs"].splitlines()
+    assert any("workbench-interruption-watch" in line
+               and "interruption notice from aws: spot instance-action: stop" in line
+               for line in lines), lines
 
 
 def test_aws_status_says_the_machine_was_interrupted(fleet: dict[str, Scenario]) -> None:

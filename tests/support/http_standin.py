@@ -8,6 +8,8 @@ documented answer), "huge" (200 with 10 MiB). `down()` closes the port: nothing 
 
 from __future__ import annotations
 
+import contextlib
+
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
@@ -95,13 +97,16 @@ class HttpStandin:
                 with standin.lock:
                     standin.requests.append(recorded)
                     reply = standin._faulty() or standin.answer(recorded)
-                self.send_response(reply.status)
-                for key, value in reply.headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(reply.body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(reply.body)
+                # A client that hung up (a watcher killed, a host powered off mid-poll)
+                # is part of the scenarios: its request is recorded, the reply dropped.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.send_response(reply.status)
+                    for key, value in reply.headers.items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(reply.body)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(reply.body)
 
             do_GET = do_PUT = do_POST = do_HEAD = _handle
 
