@@ -9,7 +9,6 @@ documented answer), "huge" (200 with 10 MiB). `down()` closes the port: nothing 
 from __future__ import annotations
 
 import contextlib
-
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
