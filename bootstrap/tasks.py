@@ -278,7 +278,7 @@ def autostop(c: Any, autostop_minutes: int = 60, cloud: str | None = None,
 
 @task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout", "cloud"))
 def interruptions(c: Any, cloud: str | None = None, check: bool = False,
-                       wait_timeout: int = 300, strict_host_keys: bool = False) -> None:
+                  wait_timeout: int = 300, strict_host_keys: bool = False) -> None:
     """Install the service that records the cloud's spot interruption and maintenance
     notices, so status tells them from an idle stop."""
     _run(c, ("interruptions",), cloud=cloud, check=check,
