@@ -184,21 +184,33 @@ DAEMON_JSON: Fact[bytes | None] = Fact(
 
 @dataclass(frozen=True)
 class CloudHints:
-    """What tells a cloud apart from inside the VM (only Azure changes what we do)."""
+    """What tells a cloud apart from inside the VM, for a run without --cloud."""
 
     sys_vendor: str
     waagent: bool  # /var/lib/waagent: the Azure Linux agent
+    product_name: str = ""  # "Google Compute Engine" on GCP
+
+    def guess(self) -> str | None:
+        """azure (its agent is there), gcp (cloud-init's rule, tools/ds-identify
+        dscheck_GCE: DMI product name "Google Compute Engine"), or None: not known."""
+        if self.waagent:
+            return "azure"
+        if self.product_name == "Google Compute Engine":
+            return "gcp"
+        return None
 
 
 def _parse_cloud_hints(text: str) -> CloudHints:
     values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
     return CloudHints(sys_vendor=values.get("sys_vendor", "").strip(),
-                      waagent=values.get("waagent", "").strip() == "yes")
+                      waagent=values.get("waagent", "").strip() == "yes",
+                      product_name=values.get("product_name", "").strip())
 
 
 CLOUD_HINTS: Fact[CloudHints] = Fact(
     "cloud_hints",
     lambda _: Sh('echo "sys_vendor=$(cat /sys/class/dmi/id/sys_vendor 2>/dev/null)"\n'
+                 'echo "product_name=$(cat /sys/class/dmi/id/product_name 2>/dev/null)"\n'
                  'if [ -d /var/lib/waagent ]; then echo waagent=yes; else echo waagent=no; fi'),
     _parse_cloud_hints,
 )

@@ -7,7 +7,8 @@
 Sources: `container` (docker logs: JupyterLab, or the MONAI Label server, which is
 that container's main process), `aiaa` (Clara's AIAA server, which the container
 starts in the background and which logs to /workspace/.aiaa.log), `mlflow` (the
-MLflow container) and `autostop` (the idle check's journal). Every line carries
+MLflow container) and `autostop` (the idle check's and the
+interruption watcher's journal). Every line carries
 the host, so `-H a,b --follow` interleaves whole lines. --follow runs on a
 pseudo-terminal, so Ctrl-C reaches the remote reader and nothing is left
 running on the host.
@@ -25,6 +26,7 @@ from bootstrap.container_spec import DEFAULT_NAME
 from bootstrap.remote import Remote
 from bootstrap.shell import Sh, sh
 from bootstrap.steps.autostop import UNIT as IDLE_CHECK_UNIT
+from bootstrap.steps.interruptions import UNIT as WATCH_UNIT
 from bootstrap.steps.mlflow import MLFLOW_CONTAINER
 
 AIAA_LOG = "/workspace/.aiaa.log"
@@ -65,8 +67,11 @@ def _idle_check_journal(_container: str, lines: int, follow: bool) -> Sh:
     return sh("if ! command -v journalctl >/dev/null 2>&1 || [ ! -d /run/systemd/system ]; then\n"
               "  echo 'no systemd journal on this host: the idle check runs under systemd' >&2\n"
               "  exit 3\nfi\n"
-              "exec journalctl --no-pager -o short-iso -u {unit} -n {lines} {follow}",
-              unit=IDLE_CHECK_UNIT, lines=lines, follow=Sh("-f") if follow else Sh(""))
+              # Both units, interleaved by time: an idle stop and the cloud's interruption
+              # notice read in one place, telling one from the other.
+              "exec journalctl --no-pager -o short-iso -u {unit} -u {watch} -n {lines} {follow}",
+              unit=IDLE_CHECK_UNIT, watch=WATCH_UNIT, lines=lines,
+              follow=Sh("-f") if follow else Sh(""))
 
 
 SOURCES = {s.name: s for s in (
@@ -74,7 +79,8 @@ SOURCES = {s.name: s for s in (
               _docker_logs),
     LogSource("aiaa", f"Clara's AIAA server ({AIAA_LOG} in the container)", _aiaa_log),
     LogSource("mlflow", f"the MLflow container ({MLFLOW_CONTAINER})", _mlflow_logs),
-    LogSource("autostop", f"the idle check's journal ({IDLE_CHECK_UNIT})", _idle_check_journal),
+    LogSource("autostop", f"the idle check's and the interruption watcher's journal "
+                          f"({IDLE_CHECK_UNIT}, {WATCH_UNIT})", _idle_check_journal),
 )}
 
 

@@ -37,6 +37,7 @@ def volume_cloud(volume_id: str) -> str | None:
 
 # Docker's own rule for a container name (what `docker run --name` accepts).
 CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+METADATA_URL = re.compile(r"https?://[^\s/]+(/[^\s]*)?")
 # Never part of a path a user means; they would split lines of what reads it back.
 CONTROL = ("\n", "\r", "\0")
 
@@ -78,10 +79,19 @@ class BootstrapOptions:
     # endpoints; a test points them at a local server that answers as Azure documents.
     azure_imds_url: str = "http://169.254.169.254"
     azure_arm_url: str = "https://management.azure.com"
+    # Where the interruption watcher reads the other clouds' notices (written into its
+    # config the same way): the documented addresses, or a test's stand-in.
+    aws_imds_url: str = "http://169.254.169.254"
+    gcp_metadata_url: str = "http://metadata.google.internal"
 
     def __post_init__(self) -> None:
         if self.cloud is not None and self.cloud not in CLOUDS:
             raise ValueError(f"--cloud must be one of {', '.join(CLOUDS)}, not {self.cloud!r}")
+        for name in ("azure_imds_url", "azure_arm_url", "aws_imds_url", "gcp_metadata_url"):
+            # Each becomes one line of an on-host config file.
+            if not METADATA_URL.fullmatch(getattr(self, name)):
+                raise ValueError(f"{name} must be an http:// or https:// URL without spaces, "
+                                 f"not {getattr(self, name)!r}")
         if self.wait_timeout <= 0:
             raise ValueError("--wait-timeout must be positive")
         if not self.workspace.startswith(("/", "~/")) and self.workspace != "~":

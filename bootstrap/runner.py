@@ -30,6 +30,7 @@ from bootstrap.steps import (
     container,
     data_root,
     data_volume,
+    interruptions,
     mlflow,
     nvidia_runtime,
     packages,
@@ -52,6 +53,7 @@ STEPS: dict[str, Step] = {step.name: step for step in (
     packages.STEP,
     mlflow.STEP,
     autostop.STEP,
+    interruptions.STEP,
     check.STEP,
 )}
 ALL_STEPS = tuple(STEPS)

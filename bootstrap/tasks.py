@@ -276,6 +276,15 @@ def autostop(c: Any, autostop_minutes: int = 60, cloud: str | None = None,
          wait_timeout=float(wait_timeout), strict_host_keys=strict_host_keys)
 
 
+@task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout", "cloud"))
+def interruptions(c: Any, cloud: str | None = None, check: bool = False,
+                  wait_timeout: int = 300, strict_host_keys: bool = False) -> None:
+    """Install the service that records the cloud's spot interruption and maintenance
+    notices, so status tells them from an idle stop."""
+    _run(c, ("interruptions",), cloud=cloud, check=check,
+         wait_timeout=float(wait_timeout), strict_host_keys=strict_host_keys)
+
+
 @task(name="check", post=[recap], auto_shortflags=False, help=_help("wait-timeout", "image"))
 def gpu_check(c: Any, image: str = DEFAULT_IMAGE, wait_timeout: int = 300,
               strict_host_keys: bool = False) -> None:
@@ -318,4 +327,5 @@ def logs(c: Any, source: str = "container", lines: str = str(DEFAULT_LINES),
 
 
 collection = Collection(bootstrap, wait, umask, nvidia_runtime, data_root, data_volume,
-                        compose, compat, container, mlflow_server, autostop, gpu_check, logs)
+                        compose, compat, container, mlflow_server, autostop,
+                        interruptions, gpu_check, logs)

@@ -9,7 +9,9 @@ all of them at once. A machine that does not answer is shown as such: a
 stopped machine is the good case, since only its disks are billed. For one
 that answers: uptime and what this boot has cost at the catalog price the
 stack was planned with, GPU use now, the container's state and image, idle
-minutes against the autostop window, and the data volume's mount.
+minutes against the autostop window, who stopped it last (the cloud, from its
+interruption or maintenance notice, or the idle autostop), and the data volume's
+mount.
 
 Host keys are checked as the bootstrap checks them (known_hosts, and the
 stack's own host key from its outputs); nothing is changed on the host.
@@ -43,11 +45,13 @@ from stacktools.status_facts import (
     CLOCK,
     DATA_MOUNT,
     GPU_USE,
+    LAST_STOP,
     STATUS_FACTS,
     AutostopLook,
     DataMount,
     GpuUse,
     HostClock,
+    LastStop,
 )
 
 # One try each: a stopped machine is common and the answer "no answer" is enough.
@@ -270,6 +274,44 @@ def autostop_line(look: AutostopLook, host_now: float) -> str:
     return f"busy at the last check{when}: {summary} (window {window})"
 
 
+CLOUD_NAMES = {"aws": "AWS", "gcp": "GCP", "azure": "Azure"}
+# What stopped it, from the record's kind (bootstrap/onhost/workbench_interruption_watch.py).
+STOPPED_BY = {"interruption": "interrupted by", "maintenance": "stopped for maintenance by",
+              "termination": "terminated by"}
+
+
+def utc_clock(epoch: float, host_now: float) -> str:
+    """12:03 UTC on the host's day, else 2026-11-22 12:03 UTC."""
+    moment = dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+    today = dt.datetime.fromtimestamp(host_now, dt.timezone.utc).date()
+    return moment.strftime("%H:%M UTC" if moment.date() == today else "%Y-%m-%d %H:%M UTC")
+
+
+def last_stop_line(look: LastStop, host_now: float) -> str | None:
+    """Who stopped the machine last, as it recorded: the cloud (an interruption or a
+    maintenance, from its own notice) or the idle autostop. None: nothing recorded."""
+    if look.error:
+        return f"unknown ({look.error})"
+    record = look.record
+    if record is None:
+        return None
+    at = _epoch(record.get("at"))
+    when = utc_clock(at, host_now) if at is not None else "an unknown time"
+    reason = str(record.get("reason") or "no reason recorded")
+    by = str(record.get("by") or "?")
+    if by == "autostop":
+        text = f"autostop at {when} ({reason})"
+    else:
+        verb = STOPPED_BY.get(str(record.get("kind")), "stopped by")
+        text = f"{verb} {CLOUD_NAMES.get(by, by)} at {when} ({reason})"
+    if look.boot_id and record.get("boot_id") == look.boot_id:
+        # Written in this very boot: the stop is announced or asked for, not done.
+        stop_at = _epoch(record.get("stop_at"))
+        text += ("; this boot, the machine has not stopped yet"
+                 + (f" (due {utc_clock(stop_at, host_now)})" if stop_at is not None else ""))
+    return text
+
+
 def data_line(mount: DataMount | None, where: str) -> str:
     if not where:
         return ""
@@ -301,6 +343,9 @@ def render(reading: Reading) -> list[str]:
              f"  gpu        {gpu_line(facts[GPU_USE.name])}",
              f"  container  {container_line(facts[CONTAINER.name], name)}",
              f"  autostop   {autostop_line(facts[AUTOSTOP.name], now)}"]
+    stop = last_stop_line(facts[LAST_STOP.name], now)
+    if stop:
+        lines.append(f"  last stop  {stop}")
     data = data_line(facts[DATA_MOUNT.name], target.data_mount)
     if data:
         lines.append(f"  data       {data}")

@@ -24,6 +24,10 @@ from bootstrap.steps.container import CONTAINER
 # lives under /run, so it starts afresh at each boot, as "this boot" does here.
 AUTOSTOP_STATE = "/run/gpu-workbench/autostop-state.json"
 AUTOSTOP_TIMER = "workbench-idle-check.timer"
+# Who stopped the machine last (the interruption watcher or the idle check wrote it,
+# bootstrap/onhost/workbench_interruption_watch.py); under /var/lib: it outlives a boot.
+LAST_STOP_RECORD = "/var/lib/gpu-workbench/last-stop.json"
+RECORD_LIMIT = 65536  # the record is a few hundred bytes; never read more
 
 
 @dataclass(frozen=True)
@@ -174,4 +178,38 @@ DATA_MOUNT: Fact[DataMount | None] = Fact(
     parse_data_mount)
 
 
-STATUS_FACTS: tuple[Fact[Any], ...] = (CLOCK, GPU_USE, CONTAINER, AUTOSTOP, DATA_MOUNT)
+@dataclass(frozen=True)
+class LastStop:
+    record: dict[str, Any] | None  # None: nothing recorded (or not readable: error says)
+    boot_id: str  # this boot's: a record with the same was written in this boot
+    error: str = ""
+
+
+def parse_last_stop(text: str) -> LastStop:
+    lines = [*text.splitlines(), "", ""]
+    first, boot = lines[0].strip(), lines[1].strip()
+    if first == "absent":
+        return LastStop(None, boot)
+    if first == "unreadable":
+        return LastStop(None, boot, f"{LAST_STOP_RECORD} is not readable by this user")
+    decoded = _b64_text(first)
+    try:
+        loaded = json.loads(decoded) if decoded is not None else None
+    except json.JSONDecodeError:
+        loaded = None
+    if not isinstance(loaded, dict):
+        return LastStop(None, boot, f"{LAST_STOP_RECORD} holds no record (not a JSON object)")
+    return LastStop(loaded, boot)
+
+
+LAST_STOP: Fact[LastStop] = Fact(
+    "last_stop",
+    lambda _: sh("if [ -r {record} ]; then head -c {limit} {record} | base64 -w0; echo\n"
+                 "elif [ -e {record} ]; then echo unreadable; else echo absent; fi\n"
+                 "cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo",
+                 record=LAST_STOP_RECORD, limit=RECORD_LIMIT),
+    parse_last_stop)
+
+
+STATUS_FACTS: tuple[Fact[Any], ...] = (CLOCK, GPU_USE, CONTAINER, AUTOSTOP, LAST_STOP,
+                                       DATA_MOUNT)

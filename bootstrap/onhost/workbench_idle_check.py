@@ -37,6 +37,9 @@ few minutes ahead (wall and the journal), then
             through Azure Resource Manager with its managed identity.
 A stop that fails keeps "idle since", exits 1 (the unit shows failed) and is
 tried again at the next check. State lives in /run: a new boot starts afresh.
+A stop that was asked for is also written to the last-stop record
+(/var/lib/gpu-workbench/last-stop.json, `by: autostop`), which the interruption
+watcher writes when the cloud stops the machine: scripts/status tells them apart.
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ from typing import Any, Callable, Iterable
 
 CONFIG_PATH = Path("/etc/gpu-workbench/autostop.conf")
 STATE_PATH = Path("/run/gpu-workbench/autostop-state.json")
+# Shared with workbench_interruption_watch.py, whose record format this follows.
+LAST_STOP_PATH = Path("/var/lib/gpu-workbench/last-stop.json")
 
 # --- the schedule: how often the timer runs the check, from the window ---------------------
 
@@ -138,6 +143,7 @@ class Settings:
     wall: bool = True
     imds_url: str = IMDS_URL
     arm_url: str = ARM_URL
+    last_stop_file: str = ""  # where a stop is recorded for scripts/status; "": nowhere
 
     @property
     def window_s(self) -> float:
@@ -190,6 +196,7 @@ def read_settings(path: Path) -> Settings:
         wall=s.getboolean("wall", d.wall),
         imds_url=s.get("imds_url", d.imds_url).rstrip("/"),
         arm_url=s.get("arm_url", d.arm_url).rstrip("/"),
+        last_stop_file=s.get("last_stop_file", d.last_stop_file),
     )
 
 
@@ -985,6 +992,39 @@ def load_state(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def record_stop(settings: Settings, at: dt.datetime, quiet_since: dt.datetime,
+                result: str, log: Log) -> None:
+    """The last-stop record (workbench_interruption_watch.py's format): this machine
+    stopped itself. Written atomically; a record that cannot be written is a warning,
+    never a reason to keep the machine up."""
+    if not settings.last_stop_file:
+        return
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            boot = fh.read().strip()
+    except OSError:
+        boot = ""
+    record = {"version": 1, "by": "autostop", "kind": "autostop", "at": iso(at),
+              "stop_at": None, "reason": f"idle {human_span(settings.window_s)}",
+              "key": f"autostop:{iso(at)}", "boot_id": boot,
+              "detail": {"quiet_since": iso(quiet_since), "how": settings.stop_how,
+                         "result": result}}
+    path = Path(settings.last_stop_file)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        log.warning(f"could not record the stop in {path}: {exc}")
+
+
 def save_state(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -1115,6 +1155,7 @@ def run_check(settings: Settings, state_path: Path, *, dry_run: bool = False,
                 new["stop"] = {"at": iso(started), "ok": True, "result": result}
                 new["last"]["summary"] = f"stopped: {result}"
                 log.info(result)
+                record_stop(settings, started, decision.quiet_since, result, log)
     if dry_run:
         log.info("dry run: state not written")
     else:

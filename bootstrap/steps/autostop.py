@@ -26,10 +26,11 @@ from typing import Any
 
 from bootstrap.container_spec import TOKEN_FILE, workspace_path
 from bootstrap.facts import CLOUD_HINTS, LOGIN, Fact
+from bootstrap.installed_files import InstalledFile, files_snippet, plan_files
 from bootstrap.onhost import workbench_idle_check as onhost
 from bootstrap.options import BootstrapOptions
 from bootstrap.remote import parse_sections
-from bootstrap.shell import LINES, Sh, atomic_write, sh, words
+from bootstrap.shell import LINES, Sh, sh
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok
 
 ONHOST = Path(__file__).resolve().parent.parent / "onhost"
@@ -40,6 +41,7 @@ SERVICE = "/etc/systemd/system/workbench-idle-check.service"
 TIMER = "/etc/systemd/system/workbench-idle-check.timer"
 WANTS_LINK = "/etc/systemd/system/timers.target.wants/workbench-idle-check.timer"
 STATE = str(onhost.STATE_PATH)
+LAST_STOP = str(onhost.LAST_STOP_PATH)  # shared with the interruption watcher
 UNIT = "workbench-idle-check.service"
 # Under the workspace (also /workspace/... in the container): touch it, or
 # `workbench-autostop postpone 2h` writes it.
@@ -47,14 +49,6 @@ POSTPONE_FILE = ".gpu-workbench/autostop-postpone"
 JUPYTER_URLS = ("http://127.0.0.1:8890", "http://127.0.0.1:8888")
 SCRIPT_BYTES = (ONHOST / "workbench_idle_check.py").read_bytes()
 SCRIPT_SHA = hashlib.sha256(SCRIPT_BYTES).hexdigest()
-
-
-@dataclass(frozen=True)
-class InstalledFile:
-    path: str
-    content: bytes
-    mode: str
-    validate: Sh | None = None
 
 
 def interval_ms(minutes: int) -> int:
@@ -90,6 +84,7 @@ def config_text(cloud: str, minutes: int, home: str, options: BootstrapOptions) 
         "wall = yes\n"
         f"imds_url = {options.azure_imds_url}\n"
         f"arm_url = {options.azure_arm_url}\n"
+        f"last_stop_file = {LAST_STOP}\n"
     ).encode()
 
 
@@ -116,18 +111,13 @@ def _azure_wanted(options: BootstrapOptions) -> Sh | None:
 
 
 def facts_snippet(options: BootstrapOptions) -> Sh:
-    snippet = sh(r"""
-for p in {paths}; do
-  if [ -f "$p" ]; then echo "$p $(sha256sum "$p" | cut -c1-64) $(stat -c %a "$p")"
-  else echo "$p absent"; fi
-done
+    snippet = files_snippet((SCRIPT, COMMAND, CONFIG, SERVICE, TIMER)) + sh(r"""
 echo "link $(readlink {link} 2>/dev/null || echo absent)"
 if [ -d /run/systemd/system ]; then echo "systemd yes"
   systemctl show {unit} -p Result -p ActiveState -p ExecMainStatus 2>/dev/null | sed 's/^/unit /'
 else echo "systemd no"; fi
 if [ -f {state} ]; then echo "state $(base64 -w0 {state})"; fi
-""", paths=words((SCRIPT, COMMAND, CONFIG, SERVICE, TIMER)), link=WANTS_LINK, unit=UNIT,
-                 state=STATE)
+""", link=WANTS_LINK, unit=UNIT, state=STATE)
     azure = _azure_wanted(options)
     if azure:
         # Only the script this bootstrap would install knows `probe`; else the change probes.
@@ -248,27 +238,8 @@ def run(ctx: HostContext) -> StepOutcome:
     f = ctx.fact(INSTALLED)
     home = ctx.fact(LOGIN).home
 
-    actions: list[tuple[str, str]] = []  # (done, to do): for the report and --check
-    script: list[Sh] = []
-    touched: set[str] = set()
-    for want in wanted_files(cloud, minutes, home, o):
-        have = f.files.get(want.path)
-        digest = hashlib.sha256(want.content).hexdigest()
-        if have is not None and have[0] == digest and have[1] == want.mode:
-            continue
-        touched.add(want.path)
-        if have is not None and have[0] == digest:
-            actions.append((f"chmod {want.mode} {want.path}", f"chmod {want.mode} {want.path}"))
-            script.append(sh("chmod {mode} {path}", mode=want.mode, path=want.path))
-            continue
-        actions.append((("wrote " if have is None else "updated ") + want.path,
-                        ("write " if have is None else "update ") + want.path))
-        script.append(atomic_write(want.path, want.content,
-                                   expected_sha256=None if have is None else have[0],
-                                   new_mode=want.mode, new_owner="root:root",
-                                   validate=want.validate) + Sh(" || exit $?"))
-        if have is not None and have[1] != want.mode:
-            script.append(sh("chmod {mode} {path}", mode=want.mode, path=want.path))
+    plan = plan_files(wanted_files(cloud, minutes, home, o), f.files)
+    actions, script, touched = plan.actions, plan.script, plan.touched
 
     reload = Sh("systemctl daemon-reload") if f.systemd else Sh(":")
     if minutes > 0 and f.link != TIMER:

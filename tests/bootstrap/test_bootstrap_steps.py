@@ -46,8 +46,9 @@ def test_check_mode_reports_what_would_change_and_changes_nothing(host: TestHost
     assert "would write /usr/local/lib/gpu-workbench/workbench_idle_check.py" in out
     assert "PLAY RECAP (check mode: nothing was changed)" in out
     counts = recap_counts(out)[host.ssh_target]
-    # umask, nvidia-runtime, data-root, compose, container, autostop; facts + GPU probe
-    assert counts["changed"] == 6 and counts["commands"] == 2, out
+    # umask, nvidia-runtime, data-root, compose, container, autostop, interruptions;
+    # facts + GPU probe
+    assert counts["changed"] == 7 and counts["commands"] == 2, out
     assert state(host) == before
 
 
@@ -73,7 +74,7 @@ def test_full_bootstrap_runs_check_last_and_fails_on_a_gpu_less_host(host: TestH
     statuses = {s.step: s.status.value for s in run.report.steps}
     assert list(statuses) == ["wait", "compat", "umask", "nvidia-runtime", "data-root",
                               "data-volume", "compose", "container", "packages", "autostop",
-                              "check"]
+                              "interruptions", "check"]
     assert statuses["check"] == "failed" and run.report.failed
     assert all(v != "failed" for k, v in statuses.items() if k != "check"), run.lines
 

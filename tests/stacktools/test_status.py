@@ -9,6 +9,7 @@ sshd and dockerd test hosts, the bootstrap's own container step, findmnt.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -26,9 +27,17 @@ import pytest
 from bootstrap.facts import facts_command, parse_facts
 from bootstrap.logs import PrefixedLines
 from bootstrap.onhost import workbench_idle_check as idle
+from bootstrap.onhost import workbench_interruption_watch as watch
 from bootstrap.options import BootstrapOptions
-from stacktools.status import autostop_line
-from stacktools.status_facts import GPU_USE, AutostopLook, GpuUse, parse_autostop
+from stacktools.status import autostop_line, last_stop_line
+from stacktools.status_facts import (
+    GPU_USE,
+    LAST_STOP,
+    AutostopLook,
+    GpuUse,
+    parse_autostop,
+    parse_last_stop,
+)
 from tests.stacktools.test_handoff import key_fingerprint, plain_names
 from tests.support.bootstrap_run import REPO, STANDIN_IMAGE, run_steps
 from tests.support.host_fixtures import started_hosts
@@ -98,6 +107,66 @@ def test_gpu_use_read_as_nvidia_smi_prints_it(tmp_path: Path) -> None:
     none = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
                           env={"PATH": "/nonexistent:/bin"})
     assert parse_facts(none.stdout, [GPU_USE])[GPU_USE.name] == "no nvidia-smi"
+
+
+def last_stop_as_read(record_file: Path | None, boot: str) -> str | None:
+    """The status's last-stop line for a record file, as the fact prints it: base64 of
+    the file, then this boot's id."""
+    first = ("absent" if record_file is None
+             else base64.b64encode(record_file.read_bytes()).decode())
+    return last_stop_line(parse_last_stop(f"{first}\n{boot}\n"), HOST_NOW.timestamp())
+
+
+HOST_NOW = dt.datetime(2026, 11, 23, 14, 30, tzinfo=dt.timezone.utc)
+SEEN = dt.datetime(2026, 11, 23, 12, 3, 7, tzinfo=dt.timezone.utc)
+
+
+def test_the_last_stop_as_the_watcher_and_the_idle_check_write_it(tmp_path: Path) -> None:
+    """The records come from the on-host programs' own writers, so status and they agree."""
+    record = tmp_path / "last-stop.json"
+    notice = watch.Notice("aws", "interruption", "aws:stop:2026-11-23T12:05:00Z",
+                          "spot instance-action: stop", "2026-11-23T12:05:00Z",
+                          {"action": "stop", "time": "2026-11-23T12:05:00Z"})
+    watch.write_record(str(record), watch.record_of(notice, SEEN, "boot-before"))
+    assert last_stop_as_read(record, "boot-now") == (
+        "interrupted by AWS at 12:03 UTC (spot instance-action: stop)")
+    # Read during the two minutes between the notice and the stop:
+    assert last_stop_as_read(record, "boot-before") == (
+        "interrupted by AWS at 12:03 UTC (spot instance-action: stop); this boot, the machine "
+        "has not stopped yet (due 12:05 UTC)")
+
+    gcp = watch.Notice("gcp", "maintenance", "gcp:maintenance:b", "maintenance-event: "
+                       "TERMINATE_ON_HOST_MAINTENANCE")
+    watch.write_record(str(record), watch.record_of(gcp, SEEN - dt.timedelta(days=1), "b"))
+    assert last_stop_as_read(record, "boot-now") == (
+        "stopped for maintenance by GCP at 2026-11-22 12:03 UTC (maintenance-event: "
+        "TERMINATE_ON_HOST_MAINTENANCE)")
+    azure = watch.Notice("azure", "interruption", "azure:E1", "scheduled event Preempt")
+    watch.write_record(str(record), watch.record_of(azure, SEEN, "b"))
+    assert last_stop_as_read(record, "boot-now") == (
+        "interrupted by Azure at 12:03 UTC (scheduled event Preempt)")
+
+    settings = dataclasses.replace(idle.Settings(cloud="aws", minutes=60),
+                                   last_stop_file=str(record))
+    idle.record_stop(settings, SEEN, SEEN - dt.timedelta(hours=1), "poweroff requested",
+                     idle.Log(io.StringIO()))
+    assert last_stop_as_read(record, "boot-now") == "autostop at 12:03 UTC (idle 60 min)"
+
+    assert last_stop_as_read(None, "boot-now") is None  # nothing recorded: no line
+    record.write_text("{half a rec")
+    assert last_stop_as_read(record, "boot-now") == (
+        "unknown (/var/lib/gpu-workbench/last-stop.json holds no record (not a JSON object))")
+    assert last_stop_line(parse_last_stop("unreadable\nb\n"), HOST_NOW.timestamp()) == (
+        "unknown (/var/lib/gpu-workbench/last-stop.json is not readable by this user)")
+
+
+def test_the_last_stop_fact_is_sh_and_reads_this_boot() -> None:
+    script = facts_command([LAST_STOP], BootstrapOptions()).text
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
+    read = parse_facts(proc.stdout, [LAST_STOP])[LAST_STOP.name]
+    assert read.boot_id == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    if not Path("/var/lib/gpu-workbench/last-stop.json").exists():
+        assert read.record is None and read.error == ""
 
 
 def test_unusable_outputs_each_say_why_and_nothing_is_contacted(tmp_path: Path) -> None:

@@ -33,12 +33,24 @@ request so a test can assert method, path, query and headers. Sources (read
   .json, stable/2022-04-01, Permissions_ListForResource). What it answers for an
   identity with no role on the VM is not documented; here: 200 with an empty list.
 
+- Scheduled Events, IMDS: `GET /metadata/scheduledevents?api-version=2020-07-01` with
+  `Metadata: true` ("Bad Request" without it): {"DocumentIncarnation": n, "Events":
+  [{"EventId", "EventType" (Reboot, Redeploy, Freeze, Preempt, Terminate),
+  "ResourceType": "VirtualMachine", "Resources": [names], "EventStatus" (Scheduled,
+  Started), "NotBefore" ("Mon, 19 Sep 2016 18:29:47 GMT"), "Description",
+  "EventSource" (Platform, User), "DurationInSeconds"}]}; the incarnation grows when the
+  events change; a Preempt comes at least 30 s ahead; an availability set's VMs all get
+  each other's events ("check the Resources field"). POST with {"StartRequests":
+  [{"EventId"}]} approves one: 200. azure-compute-docs articles/virtual-machines/linux/
+  scheduled-events.md (ms.date 2023-01-25; read 2026-11-23).
+
 The Virtual Machine Contributor actions below are a subset of the built-in role
 9980e02c-c2be-4d73-94e8-173b1dc7cf3c as Azure lists it (docs: built-in roles).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import secrets
 import threading
@@ -87,6 +99,9 @@ class AzureStandin:
     principal: str = "0f9d5a2e-1111-4000-8000-000000000001"
     requests: list[Recorded] = field(default_factory=list)
     deallocated: threading.Event = field(default_factory=threading.Event)
+    scheduled_events: list[dict[str, Any]] = field(default_factory=list)
+    incarnation: int = 1
+    approved: list[str] = field(default_factory=list)  # EventIds POSTed as StartRequests
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -145,19 +160,35 @@ class AzureStandin:
             self._server.shutdown()
             self._server.server_close()
 
+    def schedule(self, event_type: str = "Preempt", resources: list[str] | None = None,
+                 notice_s: int = 30, description: str = "") -> dict[str, Any]:
+        """Azure schedules an event (a Spot eviction by default: 30 s ahead, this VM)."""
+        not_before = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=notice_s)
+        event = {"EventId": str(secrets.token_hex(16)).upper(), "EventStatus": "Scheduled",
+                 "EventType": event_type, "ResourceType": "VirtualMachine",
+                 "Resources": [self.vm] if resources is None else resources,
+                 "NotBefore": not_before.strftime("%a, %d %b %Y %H:%M:%S GMT"),
+                 "Description": description, "EventSource": "Platform",
+                 "DurationInSeconds": -1}
+        self.scheduled_events = [*self.scheduled_events, event]
+        self.incarnation += 1
+        return event
+
     # -- the answers, as documented
 
     def answer(self, method: str, path: str, query: dict[str, list[str]], headers: Any,
                body: bytes) -> tuple[int, Any, dict[str, str]]:
         if path.startswith("/metadata/"):
-            return self._imds(method, path, query, headers)
+            return self._imds(method, path, query, headers, body)
         return self._arm(method, path, query, headers)
 
     def _imds(self, method: str, path: str, query: dict[str, list[str]],
-              headers: Any) -> tuple[int, Any, dict[str, str]]:
+              headers: Any, body: bytes) -> tuple[int, Any, dict[str, str]]:
         if headers.get("Metadata") != "true":
             return 400, {"error": "bad_request_102",
                          "error_description": "Required metadata header not specified"}, {}
+        if path == "/metadata/scheduledevents":
+            return self._scheduled_events(method, query, body)
         if method != "GET":
             return 405, {"error": "method_not_allowed"}, {}
         if path == "/metadata/identity/oauth2/token":
@@ -187,6 +218,23 @@ class AzureStandin:
                 "vmSize": "Standard_NC4as_T4_v3", "osType": "Linux"},
                 "network": {"interface": []}}, {}
         return 404, {"error": "Not found"}, {}
+
+    def _scheduled_events(self, method: str, query: dict[str, list[str]],
+                          body: bytes) -> tuple[int, Any, dict[str, str]]:
+        if query.get("api-version") not in (["2020-07-01"], ["2019-08-01"], ["2019-04-01"],
+                                            ["2019-01-01"], ["2017-11-01"], ["2017-08-01"]):
+            return 400, {"error": "Bad request. api-version is invalid"}, {}
+        if method == "GET":
+            return 200, {"DocumentIncarnation": self.incarnation,
+                         "Events": self.scheduled_events}, {}
+        if method == "POST":
+            try:
+                starts = json.loads(body)["StartRequests"]
+                self.approved += [str(s["EventId"]) for s in starts]
+            except (ValueError, KeyError, TypeError):
+                return 400, {"error": "Bad request"}, {}
+            return 200, None, {}
+        return 405, {"error": "method_not_allowed"}, {}
 
     def _arm(self, method: str, path: str, query: dict[str, list[str]],
              headers: Any) -> tuple[int, Any, dict[str, str]]:

@@ -4,6 +4,7 @@ test_jupyter_idle.py and tests/bootstrap/test_autostop_on_systemd_host.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -314,6 +315,55 @@ def test_a_failed_stop_keeps_idle_since_exits_1_and_is_retried(tmp_path: Path) -
     # A check that comes before the machine is gone does not ask again.
     code, out = run(state, look(), NOW + 11 * MIN)
     assert code == 0 and "already requested" in out
+
+
+def test_a_stop_is_recorded_for_status_a_failed_or_dry_one_is_not(tmp_path: Path) -> None:
+    """The last-stop record (the interruption watcher's format) says the machine stopped
+    itself; scripts/status reads it (tests/stacktools/test_status.py)."""
+    record = tmp_path / "lib" / "last-stop.json"
+    settings = dataclasses.replace(SETTINGS, last_stop_file=str(record))
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps(idle_for(61, warned_for=idle.iso(t(61)))))
+
+    def failing(_: idle.Settings) -> str:
+        raise idle.StopFailed("error", "systemctl poweroff exited 1")
+
+    assert run(state, look(), NOW, stop=failing, settings=settings)[0] == 1
+    assert not record.exists()
+    out = io.StringIO()
+    assert idle.run_check(settings, state, dry_run=True, look=lambda _: look(),
+                          now=lambda: NOW, log=idle.Log(out)) == 0
+    assert "dry run: would poweroff now" in out.getvalue() and not record.exists()
+
+    code, _ = run(state, look(), NOW, stop=lambda _: "poweroff requested (systemctl "
+                  "poweroff)", settings=settings)
+    assert code == 0
+    saved = json.loads(record.read_text())
+    assert {k: v for k, v in saved.items() if k != "boot_id"} == {
+        "version": 1, "by": "autostop", "kind": "autostop", "at": "2026-11-23T08:00:00+00:00",
+        "stop_at": None, "reason": "idle 60 min", "key": "autostop:2026-11-23T08:00:00+00:00",
+        "detail": {"quiet_since": "2026-11-23T06:59:00+00:00", "how": "poweroff",
+                   "result": "poweroff requested (systemctl poweroff)"}}
+    assert saved["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert oct(record.stat().st_mode & 0o777) == "0o644"
+
+
+def test_a_record_that_cannot_be_written_does_not_keep_the_machine_up(tmp_path: Path) -> None:
+    (tmp_path / "lib").write_text("a file where a directory should be")
+    settings = dataclasses.replace(
+        SETTINGS, last_stop_file=str(tmp_path / "lib" / "gpu-workbench" / "last-stop.json"))
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps(idle_for(61, warned_for=idle.iso(t(61)))))
+    stops: list[str] = []
+
+    def stop(_: idle.Settings) -> str:
+        stops.append("x")
+        return "poweroff requested"
+
+    code, out = run(state, look(), NOW, stop=stop, settings=settings)
+    assert code == 0 and stops == ["x"]
+    assert f"WARNING: could not record the stop in {tmp_path}/lib/gpu-workbench/" in out
+    assert json.loads(state.read_text())["stop"]["ok"] is True
 
 
 def test_the_journal_gets_priorities_and_the_numbers(tmp_path: Path,
