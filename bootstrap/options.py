@@ -46,6 +46,9 @@ CONTROL = ("\n", "\r", "\0")
 class BootstrapOptions:
     cloud: str | None = None  # None: detect (only Azure changes anything)
     image: str = DEFAULT_IMAGE  # a preset name (components/images.py) or an image reference
+    # Where image came from: "given" (--image), "default" (no --image: the runner uses
+    # the image remembered on the host, if any: bootstrap/remembered_image.py), "host".
+    image_source: str = "given"
     container_name: str = DEFAULT_NAME
     workspace: str = DEFAULT_WORKSPACE
     check: bool = False  # read facts, report what would change, change nothing
@@ -106,6 +109,9 @@ class BootstrapOptions:
                 or not self.jupyter_token.isalnum()):
             raise ValueError(f"--jupyter-token (or {JUPYTER_TOKEN_ENV}) must be at least 16 "
                              "letters and digits")
+        if self.image_source not in ("given", "default", "host"):
+            raise ValueError("image_source must be given, default or host, "
+                             f"not {self.image_source!r}")
         if not self.image.strip():
             raise ValueError("--image must name a preset or an image")
         if find_preset(self.image) is None and not is_image_reference(self.image):

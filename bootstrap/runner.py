@@ -21,6 +21,8 @@ from bootstrap.facts import (
 )
 from bootstrap.options import BootstrapOptions
 from bootstrap.recap import HostReport, Status, StepResult, format_step_line
+from bootstrap.remembered_image import REMEMBERED_IMAGE
+from bootstrap.remembered_image import resolve as resolve_image
 from bootstrap.remote import HostError, Remote
 from bootstrap.steps import (
     autostop,
@@ -134,5 +136,7 @@ def _gather(ctx: HostContext, steps: Sequence[Step]) -> None:
     except FactsIncomplete as exc:
         raise StepFailed(f"reading facts failed: {exc}") from exc
     # What later steps change, they record here; they start from the facts.
+    # No --image: the image this host ran last, for every step alike.
+    ctx.options = resolve_image(o, ctx.gathered.get(REMEMBERED_IMAGE.name))
     ctx.daemon_json = ctx.gathered.get(DAEMON_JSON.name)
     ctx.docker_running = ctx.gathered.get(DOCKER_INFO.name) is not None

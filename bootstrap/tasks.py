@@ -69,6 +69,11 @@ def _run(c: Any, steps: tuple[str, ...], *, pip: list[str] | None = None,
     if not isinstance(c, Connection):
         raise Exit("no host given: use fab -H user@host ...", code=2)
     try:
+        if "image" in flags:
+            # No --image: the image this host ran last (bootstrap/remembered_image.py),
+            # else the default.
+            flags["image_source"] = "given" if flags["image"] else "default"
+            flags["image"] = flags["image"] or DEFAULT_IMAGE
         if pip or requirements:
             flags["requirements"] = requirement_lines(pip or [], requirements)
         # The token: the flag, else the environment (which keeps it out of `ps`).
@@ -120,7 +125,7 @@ HELP = {
                             "a deallocate wipes, only when its disk has less than this free "
                             "(default 50)"),
     "image": ("a preset (" + ", ".join(p.name for p in PRESETS) + ") or any image "
-              f"(default {DEFAULT_IMAGE})"),
+              f"(default: the one this host was bootstrapped with last, else {DEFAULT_IMAGE})"),
     "pip": "an extra Python package for the container, as pip takes it (repeatable)",
     "requirements": "a local requirements file: its packages go into the container too",
     "jupyter-token": (f"use this Jupyter token (better: set {JUPYTER_TOKEN_ENV}, which "
@@ -157,7 +162,7 @@ def _help(*names: str) -> dict[str, str]:
                  "chmod-home", "skip-check", "pip", "requirements", "jupyter-token", "mlflow",
                  "data-device", "data-mount", "data-volume-id", "autostop-minutes",
                  "host-key-fingerprint", "docker-min-free-gib"))
-def bootstrap(c: Any, cloud: str | None = None, image: str = DEFAULT_IMAGE,
+def bootstrap(c: Any, cloud: str | None = None, image: str = "",
               name: str = DEFAULT_NAME, workspace: str = DEFAULT_WORKSPACE,
               check: bool = False, skip_check: bool = False, chmod_home: bool = False,
               wait_timeout: int = 300, pip: list[str] | None = None,
@@ -223,7 +228,7 @@ def compose(c: Any, check: bool = False, wait_timeout: int = 300,
 
 
 @task(post=[recap], auto_shortflags=False, help=_help("check", "wait-timeout", "image"))
-def compat(c: Any, image: str = DEFAULT_IMAGE, check: bool = False,
+def compat(c: Any, image: str = "", check: bool = False,
            wait_timeout: int = 300, strict_host_keys: bool = False) -> None:
     """Can the image run on this host's driver and GPU? (read-only; before any pull)"""
     _run(c, ("compat",), image=image, check=check, wait_timeout=float(wait_timeout),
@@ -233,7 +238,7 @@ def compat(c: Any, image: str = DEFAULT_IMAGE, check: bool = False,
 @task(post=[recap], auto_shortflags=False, iterable=["pip"],
       help=_help("check", "wait-timeout", "image", "name", "workspace", "pip",
                  "requirements", "jupyter-token"))
-def container(c: Any, image: str = DEFAULT_IMAGE, name: str = DEFAULT_NAME,
+def container(c: Any, image: str = "", name: str = DEFAULT_NAME,
               workspace: str = DEFAULT_WORKSPACE, check: bool = False,
               wait_timeout: int = 300, pip: list[str] | None = None,
               requirements: str | None = None, jupyter_token: str | None = None,
@@ -286,7 +291,7 @@ def interruptions(c: Any, cloud: str | None = None, check: bool = False,
 
 
 @task(name="check", post=[recap], auto_shortflags=False, help=_help("wait-timeout", "image"))
-def gpu_check(c: Any, image: str = DEFAULT_IMAGE, wait_timeout: int = 300,
+def gpu_check(c: Any, image: str = "", wait_timeout: int = 300,
               strict_host_keys: bool = False) -> None:
     """GPU visible on the host and in a container; a diagnosis when not."""
     _run(c, ("check",), image=image, wait_timeout=float(wait_timeout),

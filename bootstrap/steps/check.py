@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from bootstrap.gpu_diagnosis import GpuProbe, diagnose
+from bootstrap.remembered_image import REMEMBERED_IMAGE
 from bootstrap.shell import Sh, sh
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, ok, skipped
 
@@ -60,4 +61,5 @@ def run(ctx: HostContext) -> StepOutcome:
 
 
 # No facts: it probes the GPU at the end, after the container step changed things.
-STEP = Step("check", run)
+# REMEMBERED_IMAGE: read by the runner, so `fab check` alone runs the host's image.
+STEP = Step("check", run, facts=(REMEMBERED_IMAGE,))

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bootstrap.facts import Fact
+from bootstrap.remembered_image import REMEMBERED_IMAGE
 from bootstrap.shell import Sh
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, ok, skipped
 from components.images import Incompatible, check_driver, check_gpu
@@ -85,4 +86,5 @@ def run(ctx: HostContext) -> StepOutcome:
     return ok("; ".join([text, *warnings]))
 
 
-STEP = Step("compat", run, facts=(GPUS,))
+# REMEMBERED_IMAGE: read by the runner, so `fab compat` alone checks the host's image.
+STEP = Step("compat", run, facts=(GPUS, REMEMBERED_IMAGE))

@@ -29,8 +29,10 @@ from bootstrap.container_spec import (
 )
 from bootstrap.facts import DOCKER_INFO, LOGIN, Fact, json_object_or_none
 from bootstrap.image_pull import PULL_COMMAND_TIMEOUT_S, pull_for
+from bootstrap.remembered_image import REMEMBERED_IMAGE, remember_command
 from bootstrap.shell import LINES, Sh, replace_container, sh
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok
+from bootstrap.user_site import INSTALLED_PACKAGES
 
 # Where a given token lands first (SFTP, as the login user), to be moved into place.
 TOKEN_UPLOAD = ".gpu-workbench-token.new"
@@ -54,9 +56,28 @@ HOST_TOKEN: Fact[str | None] = Fact(
 
 def spec_for(ctx: HostContext) -> ContainerSpec:
     o = ctx.options
+    # Packages installed by an earlier run keep their user site in the container, so a
+    # rerun without --pip neither replaces the container nor hides them.
     return spec_for_image(o.container_name, o.image_ref, o.preset,
                           workspace_path(o.workspace, ctx.fact(LOGIN).home),
-                          packages=bool(o.requirements))
+                          packages=bool(o.requirements)
+                          or ctx.fact(INSTALLED_PACKAGES) is not None)
+
+
+def image_note(ctx: HostContext) -> str:
+    """Where the image came from, when --image did not name it."""
+    remembered = ctx.fact(REMEMBERED_IMAGE)
+    if ctx.options.image_source == "host":
+        return " (the image this host was bootstrapped with last; --image to change it)"
+    if remembered.problem:
+        return f" ({remembered.problem}; the default image instead)"
+    return ""
+
+
+def must_remember(ctx: HostContext) -> bool:
+    """--image was given and the host remembers another (or none)."""
+    return (ctx.options.image_source == "given"
+            and ctx.fact(REMEMBERED_IMAGE).image != ctx.options.image)
 
 
 def run(ctx: HostContext) -> StepOutcome:
@@ -67,16 +88,29 @@ def run(ctx: HostContext) -> StepOutcome:
     given = ctx.options.jupyter_token
     token = given or host_token
     reasons = differences(spec, running, token)
+    note = image_note(ctx)
     if not reasons:
         _add_services(ctx, spec, token or "")
-        return ok(f"{spec.name} running {spec.image}")
+        if not must_remember(ctx):
+            return ok(f"{spec.name} running {spec.image}{note}")
+        if ctx.options.check:
+            return ctx.would(f"remember --image {ctx.options.image} for runs without --image")
+        owner = sh("{user}:{group}", user=login.user, group=login.group)
+        result = ctx.remote.run(remember_command(login.home, owner, ctx.options.image))
+        if not result.ok:
+            raise StepFailed(result.error_line())
+        return changed(f"{spec.name} running {spec.image}; remembered --image "
+                       f"{ctx.options.image} for runs without --image")
     replace = needs_replace(reasons)
     verb = ("replace" if running else "create") if replace else "start"
     why = f"from {spec.image}" if verb == "create" else f"({', '.join(reasons)})"
-    pull_first = replace and not ctx.fact(IMAGE_PRESENT)
+    # The facts asked about --image's image; a remembered one was not asked about.
+    present = ctx.fact(IMAGE_PRESENT) if ctx.options.image_source != "host" else None
     if ctx.options.check:
-        return ctx.would(f"{verb} {spec.name} {why}"
-                         + (f" (pulling {spec.image} first)" if pull_first else ""))
+        pulling = ("" if not replace or present
+                   else f" (pulling {spec.image} first)" if present is False
+                   else f" (pulling {spec.image} first if the host lacks it)")
+        return ctx.would(f"{verb} {spec.name} {why}{pulling}{note}")
 
     home = login.home
     owner = sh("{user}:{group}", user=login.user, group=login.group)
@@ -134,6 +168,8 @@ if [ "$first" != "$second" ]; then
 fi
 echo "@@token"; echo "$token"
 """, name=spec.name))
+    if must_remember(ctx):
+        script.append(remember_command(home, owner, ctx.options.image))
     result = ctx.remote.run(LINES.join(script), timeout=PULL_COMMAND_TIMEOUT_S,
                             on_stdout=pull_output.feed if pull_output else None)
     if not result.ok:
@@ -142,7 +178,7 @@ echo "@@token"; echo "$token"
     _add_services(ctx, spec, token)
     done = {"create": "created", "replace": "replaced", "start": "started"}[verb]
     pulled = f"; pulled {pull_output.summary}" if pull_output and pull_output.summary else ""
-    return changed(f"{done} {spec.name} {why}{pulled}")
+    return changed(f"{done} {spec.name} {why}{pulled}{note}")
 
 
 def _add_services(ctx: HostContext, spec: ContainerSpec, token: str) -> None:
@@ -158,4 +194,5 @@ def _add_services(ctx: HostContext, spec: ContainerSpec, token: str) -> None:
 
 
 STEP_NAME = "container"
-STEP = Step(STEP_NAME, run, facts=(LOGIN, CONTAINER, IMAGE_PRESENT, DOCKER_INFO, HOST_TOKEN))
+STEP = Step(STEP_NAME, run, facts=(LOGIN, CONTAINER, IMAGE_PRESENT, DOCKER_INFO, HOST_TOKEN,
+                                    REMEMBERED_IMAGE, INSTALLED_PACKAGES))

@@ -4,10 +4,13 @@ They go into a user site on the workspace volume (`pip install --user` with
 PYTHONUSERBASE=/workspace/.gpu-workbench/python, which the container step sets
 in the container's environment), so they survive `docker restart` and a new
 container, and pip still counts what the image ships (torch, numpy) as
-installed instead of fetching a second copy. The sha256 of the requirements
-is written beside them once pip succeeded; the facts read it, so a second run
-with the same requirements sends nothing. Packages dropped from the list stay
-installed (delete the directory to start over).
+installed instead of fetching a second copy. Once pip succeeded, the record
+beside them holds the requirements' sha256 and the image they were installed
+under (bootstrap/user_site.py); the facts read it, so a second run with the
+same requirements and image sends nothing. A run without --pip keeps what is
+there, and installs it again (from the requirements.txt kept beside it) when
+the image changed, since another image may bring another Python. Packages
+dropped from the list stay installed (delete the directory to start over).
 """
 
 # ruff: noqa: E501  (embedded shell scripts stay on one line each, as a shell reader expects)
@@ -18,25 +21,15 @@ import base64
 import hashlib
 
 from bootstrap.container_spec import PACKAGES_DIR, PYTHONUSERBASE, workspace_path
-from bootstrap.facts import LOGIN, Fact
-from bootstrap.options import BootstrapOptions
+from bootstrap.facts import LOGIN
 from bootstrap.shell import Sh, sh
 from bootstrap.steps.base import HostContext, Step, StepFailed, StepOutcome, changed, ok, skipped
-
-# Beside the extra packages in the workspace: the sha256 of the requirements installed.
-PACKAGES_HASH_FILE = "requirements.sha256"
-
-
-def _packages_sha_command(o: BootstrapOptions) -> Sh:
-    # The workspace as the host sees it: ~ is the login user's home.
-    ws = (sh('"$home"{rest}', rest=o.workspace[1:]) if o.workspace.startswith("~")
-          else sh("{ws}", ws=o.workspace))
-    return sh("cat {ws}/{packages_dir}/{hash_file} 2>/dev/null",
-              ws=ws, packages_dir=PACKAGES_DIR, hash_file=PACKAGES_HASH_FILE)
-
-
-PACKAGES_SHA: Fact[str | None] = Fact("packages_sha", _packages_sha_command,
-                                      lambda text: text.strip() or None, needs=(LOGIN,))
+from bootstrap.user_site import (
+    INSTALLED_PACKAGES,
+    RECORD_FILE,
+    REQUIREMENTS_FILE,
+    record_line,
+)
 
 
 def requirements_text(lines: tuple[str, ...]) -> bytes:
@@ -49,25 +42,53 @@ def requirements_sha(lines: tuple[str, ...]) -> str:
 
 def run(ctx: HostContext) -> StepOutcome:
     o = ctx.options
+    installed = ctx.fact(INSTALLED_PACKAGES)
+    image = o.image_ref
     if not o.requirements:
-        return skipped("no extra packages asked for (--pip, --requirements)")
+        if installed is None:
+            return skipped("no extra packages asked for (--pip, --requirements)")
+        if installed.image == image:
+            return ok(f"installed earlier for {image}: {o.workspace}/{PACKAGES_DIR}/"
+                      f"{REQUIREMENTS_FILE}")
+        # Another image since they were installed: its Python may look elsewhere.
+        if o.check:
+            return ctx.would(f"pip install --user again from {o.workspace}/{PACKAGES_DIR}/"
+                             f"{REQUIREMENTS_FILE} for {image}")
+        _install(ctx, None, installed.sha256)
+        return changed(f"pip installed {o.workspace}/{PACKAGES_DIR}/{REQUIREMENTS_FILE} "
+                       f"again for {image} (installed for {installed.image or 'another image'})")
     want = requirements_sha(o.requirements)
     listed = ", ".join(o.requirements)
     if len(listed) > 120:
         listed = listed[:117] + "..."
-    if ctx.fact(PACKAGES_SHA) == want:
+    if installed is not None and installed.sha256 == want and installed.image == image:
         return ok(f"installed: {listed}")
     if o.check:
         return ctx.would(f"pip install --user {listed} in {o.container_name}")
+    _install(ctx, o.requirements, want)
+    again = (f" (again: installed for {installed.image or 'another image'})"
+             if installed is not None and installed.sha256 == want else "")
+    return changed(f"pip installed {listed} into {o.workspace}/{PACKAGES_DIR}{again}")
+
+
+def _install(ctx: HostContext, requirements: tuple[str, ...] | None, sha256: str) -> None:
+    """pip install --user -r the requirements (new ones written first, else the kept file),
+    then the record: what, and under which image."""
+    o = ctx.options
     login = ctx.fact(LOGIN)
     host_dir = f"{workspace_path(o.workspace, login.home)}/{PACKAGES_DIR}"
-    payload = base64.b64encode(requirements_text(o.requirements)).decode()
+    write = Sh("")
+    if requirements is not None:
+        payload = base64.b64encode(requirements_text(requirements)).decode()
+        write = sh("printf '%s' {payload} | base64 -d > \"$d\"/{requirements_file}",
+                   payload=payload, requirements_file=REQUIREMENTS_FILE)
     script = sh("""
 set -u
 d={host_dir}
 mkdir -p "$d" || {{ echo "ERROR: cannot create $d"; exit 1; }}
-printf '%s' {payload} | base64 -d > "$d/requirements.txt"
-rm -f "$d"/{hash_file}
+{write}
+[ -s "$d"/{requirements_file} ] || {{ echo "ERROR: no $d/{requirements_file} to install from: give --pip or --requirements"; exit 1; }}
+rm -f "$d"/{record}
 # pip inside the container, as its user, into the user site on the workspace.
 # PIP_BREAK_SYSTEM_PACKAGES: images whose Python is marked externally managed
 # (PEP 668) refuse --user installs otherwise; the user site is ours, not the OS's.
@@ -77,15 +98,15 @@ if ! out=$(docker exec -e PYTHONUSERBASE={userbase} -e PIP_BREAK_SYSTEM_PACKAGES
   echo "ERROR: pip install in" {name} "failed: $(echo "$out" | grep -v '^ *$' | tail -n 2 | tr '\\n' ' ')"
   exit 1
 fi
-printf '%s\\n' {want} > "$d"/{hash_file}
+printf '%s' {record_line} > "$d"/{record}
 chown -R {user}:{group} "$d"
-""", host_dir=host_dir, payload=payload, hash_file=PACKAGES_HASH_FILE, userbase=PYTHONUSERBASE,
-        name=o.container_name, requirements=PYTHONUSERBASE + "/requirements.txt", want=want,
-        user=login.user, group=login.group)
+""", host_dir=host_dir, write=write, requirements_file=REQUIREMENTS_FILE, record=RECORD_FILE,
+        userbase=PYTHONUSERBASE, name=o.container_name,
+        requirements=f"{PYTHONUSERBASE}/{REQUIREMENTS_FILE}",
+        record_line=record_line(sha256, o.image_ref), user=login.user, group=login.group)
     result = ctx.remote.run(script, timeout=3600)
     if not result.ok:
         raise StepFailed(result.error_line())
-    return changed(f"pip installed {listed} into {o.workspace}/{PACKAGES_DIR}")
 
 
-STEP = Step("packages", run, facts=(LOGIN, PACKAGES_SHA))
+STEP = Step("packages", run, facts=(LOGIN, INSTALLED_PACKAGES))

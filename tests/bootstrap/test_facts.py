@@ -11,6 +11,7 @@ import pytest
 from bootstrap import facts as shared_facts
 from bootstrap.facts import LOGIN, Fact, FactsIncomplete, facts_command, parse_facts, with_needs
 from bootstrap.options import BootstrapOptions
+from bootstrap.remembered_image import REMEMBERED_IMAGE
 from bootstrap.runner import ALL_STEPS, STEPS
 from bootstrap.shell import sh
 from bootstrap.steps.base import HostContext, Step, ok
@@ -81,6 +82,6 @@ def test_output_cut_short_is_an_error_not_a_guess() -> None:
         parse_facts("@@dockerd\n/usr/bin/dockerd\n", facts)
 
 
-def test_wait_is_first_and_check_reads_no_facts() -> None:
+def test_wait_is_first_and_check_reads_only_the_remembered_image() -> None:
     assert ALL_STEPS[0] == "wait"
-    assert STEPS["check"].facts == ()
+    assert STEPS["check"].facts == (REMEMBERED_IMAGE,)

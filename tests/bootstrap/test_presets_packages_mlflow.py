@@ -208,3 +208,59 @@ def test_mlflow_answers_through_an_ssh_tunnel(host: TestHost, tmp_path: Path) ->
     assert counts["changed"] == 0 and counts["commands"] == 1, again.stdout
     restart = host.out("docker inspect -f '{{.HostConfig.RestartPolicy.Name}}' workbench-mlflow")
     assert restart.strip() == "unless-stopped"
+
+
+def test_a_rerun_without_flags_keeps_the_image_and_the_packages(
+        python_host: TestHost, tmp_path: Path) -> None:
+    """Issue 13: the host remembers what it was bootstrapped with. A bare rerun leaves the
+    PyTorch container (and its kernels) alone; another image gets the packages again."""
+    host = python_host
+    wheel = python_image.build_wheel(tmp_path)
+    host.exec("install -d -o wb -g wb /home/wb/workspace/wheels")
+    host.write_file(f"/home/wb/workspace/wheels/{wheel.name}", wheel.read_bytes())
+    pip = f"/workspace/wheels/{wheel.name}"
+    target = ("-H", host.ssh_target, "-i", str(host.key_path))
+    first = fab(*target, "bootstrap", "--image", "pytorch-cuda12", "--pip", pip,
+                "--skip-check", home=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert host.out("cat /home/wb/.config/gpu-workbench/image").strip() == "pytorch-cuda12"
+    assert host.out("stat -c '%a %U' /home/wb/.config/gpu-workbench/image").strip() == "600 wb"
+
+    def container_id() -> str:
+        return host.out("docker inspect -f '{{.Id}}' workbench").strip()
+
+    def importable() -> str:
+        return host.out("docker exec workbench python3 -c "
+                        "'import wbtiny; print(wbtiny.VERSION)'").strip()
+
+    before = container_id()
+    bare = fab(*target, "bootstrap", "--skip-check", home=tmp_path)
+    counts = recap_counts(bare.stdout)[host.ssh_target]
+    assert counts["changed"] == 0 and counts["commands"] == 1, bare.stdout
+    assert (f"workbench running {PYTORCH12.image} (the image this host was "  # type: ignore[union-attr]
+            "bootstrapped with last; --image to change it)") in bare.stdout
+    assert "packages        ok" in bare.stdout and "installed earlier for" in bare.stdout
+    assert container_id() == before and importable() == "0.1"
+
+    # A remembered file that is not an image is ignored and said so; never run.
+    host.write_file("/home/wb/.config/gpu-workbench/image",
+                    b"x$(touch /tmp/pwned)`touch /tmp/pwned`\n", mode="600")
+    looked = fab(*target, "container", "--check", home=tmp_path)
+    assert ("ignored ~/.config/gpu-workbench/image: 'x$(touch /tmp/pwned)`touch /tmp/pwned`' "
+            "is neither a preset nor an image reference; the default image instead"
+            ) in looked.stdout, looked.stdout
+    assert host.exec("test -e /tmp/pwned", check=False).returncode != 0
+    assert container_id() == before
+
+    # Another image, no --pip: the packages are installed again for it (its Python may
+    # differ), from the requirements kept beside them.
+    other = fab(*target, "bootstrap", "--image", "pytorch", "--skip-check", home=tmp_path)
+    assert other.returncode == 0, other.stdout + other.stderr
+    assert "replaced workbench" in other.stdout
+    assert (f"pip installed ~/workspace/.gpu-workbench/python/requirements.txt again for "
+            f"{PYTORCH13.image} (installed for {PYTORCH12.image})"  # type: ignore[union-attr]
+            ) in other.stdout, other.stdout
+    assert importable() == "0.1"
+    again = fab(*target, "bootstrap", "--skip-check", home=tmp_path)
+    counts = recap_counts(again.stdout)[host.ssh_target]
+    assert counts["changed"] == 0 and counts["commands"] == 1, again.stdout
