@@ -80,14 +80,14 @@ def _install(ctx: HostContext, requirements: tuple[str, ...] | None, sha256: str
     write = Sh("")
     if requirements is not None:
         payload = base64.b64encode(requirements_text(requirements)).decode()
-        write = sh("printf '%s' {payload} | base64 -d > \"$d\"/{requirements_file}",
-                   payload=payload, requirements_file=REQUIREMENTS_FILE)
+        write = sh("printf '%s' {payload} | base64 -d > \"$r\"", payload=payload)
     script = sh("""
 set -u
 d={host_dir}
+r="$d"/{requirements_file}
 mkdir -p "$d" || {{ echo "ERROR: cannot create $d"; exit 1; }}
 {write}
-[ -s "$d"/{requirements_file} ] || {{ echo "ERROR: no $d/{requirements_file} to install from: give --pip or --requirements"; exit 1; }}
+[ -s "$r" ] || {{ echo "ERROR: no $r to install from: give --pip or --requirements"; exit 1; }}
 rm -f "$d"/{record}
 # pip inside the container, as its user, into the user site on the workspace.
 # PIP_BREAK_SYSTEM_PACKAGES: images whose Python is marked externally managed
