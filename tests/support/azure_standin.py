@@ -60,6 +60,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support.http_standin import Recorded
+
 VM_CONTRIBUTOR_ACTIONS = [
     "Microsoft.Authorization/*/read",
     "Microsoft.Compute/availabilitySets/*",
@@ -70,15 +72,6 @@ VM_CONTRIBUTOR_ACTIONS = [
     "Microsoft.Resources/subscriptions/resourceGroups/read",
 ]
 ARM_RESOURCE = "https://management.azure.com/"
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
 
 
 @dataclass
