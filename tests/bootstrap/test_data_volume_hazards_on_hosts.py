@@ -9,6 +9,7 @@ step is pointed there (data_volume.DISK_BY_ID): the only stand-in here.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 
 from bootstrap.steps import data_volume
 from tests.support.bootstrap_run import Run, run_steps
+from tests.support.loop_disks import loop_device
 from tests.support.testhosts import TestHost
 
 pytestmark = pytest.mark.slow
@@ -31,22 +33,15 @@ GENERATOR = "/lib/systemd/system-generators/systemd-fstab-generator"
 @pytest.fixture
 def loop_disks(tmp_path: Path) -> Iterator[Callable[[], str]]:
     """Blank 32 MiB disks on demand: loop devices over sparse files."""
-    made: list[str] = []
+    with contextlib.ExitStack() as stack:
+        made = 0
 
-    def make() -> str:
-        backing = tmp_path / f"disk{len(made)}.img"
-        with backing.open("wb") as f:
-            f.truncate(32 * 1024 * 1024)
-        device = subprocess.run(["losetup", "--find", "--show", str(backing)], check=True,
-                                capture_output=True, text=True).stdout.strip()
-        made.append(device)
-        return device
+        def make() -> str:
+            nonlocal made
+            made += 1
+            return stack.enter_context(loop_device(tmp_path / f"disk{made - 1}.img", 32))
 
-    try:
         yield make
-    finally:
-        for device in made:
-            subprocess.run(["losetup", "-d", device], check=False)
 
 
 def disk_hash(device: str) -> str:

@@ -7,7 +7,6 @@ stays byte for byte, and no temp file or backup is left behind."""
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from bootstrap import bashrc, daemon_json
 from tests.support.bootstrap_run import run_steps
+from tests.support.loop_disks import loop_device
 from tests.support.testhosts import TestHost
 
 pytestmark = pytest.mark.slow
@@ -78,16 +78,8 @@ def test_full_home_keeps_bashrc(bare_host: TestHost) -> None:
 
 @pytest.fixture
 def ext4_disk(tmp_path: Path) -> Iterator[str]:
-    backing = tmp_path / "disk.img"
-    with backing.open("wb") as f:
-        f.truncate(32 * 1024 * 1024)
-    subprocess.run(["mkfs.ext4", "-q", "-L", "workbench-data", str(backing)], check=True)
-    device = subprocess.run(["losetup", "--find", "--show", str(backing)], check=True,
-                            capture_output=True, text=True).stdout.strip()
-    try:
+    with loop_device(tmp_path / "disk.img", 32, ext4_label="workbench-data") as device:
         yield device
-    finally:
-        subprocess.run(["losetup", "-d", device], check=False)
 
 
 def test_full_etc_keeps_fstab(bare_host: TestHost, ext4_disk: str) -> None:

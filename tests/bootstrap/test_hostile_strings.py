@@ -197,20 +197,6 @@ def test_workspace_pip_and_requirements_arrive_byte_for_byte(host: TestHost,
 
 
 @pytest.fixture
-def loop_disk(tmp_path: Path) -> Iterator[str]:
-    """A blank 64 MiB disk: a loop device over a sparse file."""
-    backing = tmp_path / "disk.img"
-    with backing.open("wb") as f:
-        f.truncate(64 * 1024 * 1024)
-    device = subprocess.run(["losetup", "--find", "--show", str(backing)], check=True,
-                            capture_output=True, text=True).stdout.strip()
-    try:
-        yield device
-    finally:
-        subprocess.run(["losetup", "-d", device], check=False)
-
-
-@pytest.fixture
 def hostile_link(loop_disk: str) -> Iterator[str]:
     """A link to the loop disk whose path holds every hostile piece (a newline excepted).
 

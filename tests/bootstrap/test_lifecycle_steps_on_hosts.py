@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,20 +41,6 @@ def run_step(host: TestHost, step: object, **options: object) -> StepOutcome:
     if result.status is Status.FAILED:
         raise StepFailed(result.message)
     return StepOutcome(result.status, result.message)
-
-
-@pytest.fixture
-def loop_disk(tmp_path: Path) -> Iterator[str]:
-    """A blank 64 MiB disk: a loop device over a sparse file."""
-    backing = tmp_path / "disk.img"
-    with backing.open("wb") as f:
-        f.truncate(64 * 1024 * 1024)
-    device = subprocess.run(["losetup", "--find", "--show", str(backing)], check=True,
-                            capture_output=True, text=True).stdout.strip()
-    try:
-        yield device
-    finally:
-        subprocess.run(["losetup", "-d", device], check=False)
 
 
 def test_blank_disk_is_formatted_once_and_mounted_by_uuid(host: TestHost, loop_disk: str) -> None:

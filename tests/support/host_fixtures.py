@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from tests.support import registry as registries
 from tests.support import systemd_host as systemd_hosts
 from tests.support import testhosts
+from tests.support.loop_disks import loop_device
 from tests.support.real_parts import (
     require_registry,
     require_systemd_hosts,
@@ -133,3 +135,12 @@ def two_registry_hosts(registry_store: RegistryStore) -> Iterator[list[RegistryH
     finally:
         for rh in hosts:
             testhosts.stop_host(rh.host)
+
+
+# --- disks for the data-volume step (tests/support/loop_disks.py) ----------------------------
+
+@pytest.fixture
+def loop_disk(tmp_path: Path) -> Iterator[str]:
+    """A blank 64 MiB disk: a loop device over a sparse file."""
+    with loop_device(tmp_path / "disk.img", 64) as device:
+        yield device
