@@ -321,25 +321,13 @@ def play(s: Scenario) -> None:
 
 @pytest.fixture(scope="module")
 def fleet(systemd_real_parts: None) -> Iterator[dict[str, Scenario]]:
-    scenarios = {name: Scenario(name) for name in RUNNERS}
-    threads = [threading.Thread(target=play, args=(s,), daemon=True) for s in scenarios.values()]
-    for t in threads:
-        t.start()
-    try:
+    with hosts.side_by_side({name: Scenario(name) for name in RUNNERS}, play,
+                            timeout=600) as scenarios:
         yield scenarios
-    finally:
-        for s in scenarios.values():
-            s.done.wait(timeout=600)
-        for s in scenarios.values():
-            if s.host is not None:
-                hosts.stop_systemd_host(s.host)
 
 
 def finished(fleet: dict[str, Scenario], name: str) -> Scenario:
-    s = fleet[name]
-    assert s.done.wait(timeout=600), f"{name} still running"
-    assert not s.error, s.error + "\n" + s.journal[-3000:]
-    return s
+    return hosts.finished(fleet, name, timeout=600)
 
 
 def assert_stops_after(s: Scenario, start: float) -> float:

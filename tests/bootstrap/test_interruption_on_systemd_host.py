@@ -33,7 +33,6 @@ Set WORKBENCH_INTERRUPTION_TRANSCRIPTS=DIR to keep each host's journal of the wa
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
@@ -303,26 +302,13 @@ def play(s: Scenario) -> None:
 
 @pytest.fixture(scope="module")
 def fleet(systemd_real_parts: None) -> Iterator[dict[str, Scenario]]:
-    scenarios = {name: Scenario(name) for name in RUNNERS}
-    threads = [threading.Thread(target=play, args=(s,), daemon=True) for s in scenarios.values()]
-    for t in threads:
-        t.start()
-    try:
+    with hosts.side_by_side({name: Scenario(name) for name in RUNNERS}, play,
+                            timeout=900) as scenarios:
         yield scenarios
-    finally:
-        for s in scenarios.values():
-            s.done.wait(timeout=900)
-        for s in scenarios.values():
-            if s.host is not None:
-                with contextlib.suppress(Exception):
-                    hosts.stop_systemd_host(s.host)
 
 
 def finished(fleet: dict[str, Scenario], name: str) -> Scenario:
-    s = fleet[name]
-    assert s.done.wait(timeout=900), f"{name} still running"
-    assert not s.error, s.error + "\n" + s.journal[-3000:]
-    return s
+    return hosts.finished(fleet, name, timeout=900)
 
 
 def block(lines: list[str], stack: str) -> list[str]:

@@ -44,11 +44,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tests.support.systemd_rootfs import (
     LOGIN_USER,
@@ -738,6 +739,48 @@ def systemd_host(**kwargs: Any) -> Iterator[SystemdHost]:
         yield host
     finally:
         stop_systemd_host(host)
+
+
+class Played(Protocol):
+    """A scenario played on a host of its own: what side_by_side and finished need."""
+
+    name: str
+    host: SystemdHost | None
+    done: threading.Event
+    error: str  # the traceback, if it failed
+    journal: str
+
+
+P = TypeVar("P", bound=Played)
+
+
+@contextlib.contextmanager
+def side_by_side(scenarios: dict[str, P], play: Callable[[P], None], *,
+                 timeout: float) -> Iterator[dict[str, P]]:
+    """Play every scenario in a thread of its own (play starts its host and sets done);
+    afterwards wait up to `timeout` for each, then stop every host, all of them even
+    when stopping one fails (that error is raised once all are stopped)."""
+    threads = [threading.Thread(target=play, args=(s,), daemon=True) for s in scenarios.values()]
+    for t in threads:
+        t.start()
+    try:
+        yield scenarios
+    finally:
+        for s in scenarios.values():
+            s.done.wait(timeout=timeout)
+        with contextlib.ExitStack() as stops:
+            for s in scenarios.values():
+                if s.host is not None:
+                    stops.callback(stop_systemd_host, s.host)
+
+
+def finished(scenarios: dict[str, P], name: str, *, timeout: float) -> P:
+    """The scenario once played (waiting up to `timeout`), failing with its traceback and
+    the end of its journal if it failed."""
+    s = scenarios[name]
+    assert s.done.wait(timeout=timeout), f"{name} still running"
+    assert not s.error, s.error + "\n" + s.journal[-3000:]
+    return s
 
 
 def missing_real_parts() -> str | None:
