@@ -42,6 +42,52 @@ def parse_file_line(parts: list[str]) -> tuple[str, tuple[str, str] | None] | No
     return None
 
 
+def unit_snippet(wants_link: str, unit: str, properties: Sh) -> Sh:
+    """Prints "link TARGET" (or "link absent") for the unit's enable link, "systemd yes"
+    or "systemd no", and with systemd running "unit KEY=VALUE" per property asked
+    (`properties`: systemctl show's -p options)."""
+    return sh('echo "link $(readlink {link} 2>/dev/null || echo absent)"\n'
+              'if [ -d /run/systemd/system ]; then echo "systemd yes"\n'
+              "  systemctl show {unit} {properties} 2>/dev/null | sed 's/^/unit /'\n"
+              'else echo "systemd no"; fi\n', link=wants_link, unit=unit,
+              properties=properties)
+
+
+@dataclass(frozen=True)
+class InstalledFacts:
+    """What files_snippet and unit_snippet printed."""
+
+    files: dict[str, tuple[str, str] | None]  # path -> (sha256, mode) or None
+    link: str | None  # the enable link's target; None: not enabled
+    systemd: bool  # systemd runs now
+    unit: dict[str, str]  # systemctl show's KEY=VALUE
+
+
+def parse_installed(section: str) -> tuple[InstalledFacts, list[str]]:
+    """The lines of files_snippet and unit_snippet; the step's own lines, as they came,
+    apart."""
+    files: dict[str, tuple[str, str] | None] = {}
+    link, systemd = None, False
+    unit: dict[str, str] = {}
+    rest: list[str] = []
+    for line in section.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "link" and len(parts) == 2:
+            link = None if parts[1] == "absent" else parts[1]
+        elif parts[0] == "systemd" and len(parts) == 2:
+            systemd = parts[1] == "yes"
+        elif parts[0] == "unit" and len(parts) == 2 and "=" in parts[1]:
+            key, value = parts[1].split("=", 1)
+            unit[key] = value
+        elif parts[0].startswith("/") and (found := parse_file_line(parts)) is not None:
+            files[found[0]] = found[1]
+        else:
+            rest.append(line)
+    return InstalledFacts(files, link, systemd, unit), rest
+
+
 @dataclass
 class FilePlan:
     """What to write: (done, to do) lines for the report and --check, the script parts,

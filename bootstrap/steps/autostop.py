@@ -26,7 +26,13 @@ from typing import Any
 
 from bootstrap.container_spec import TOKEN_FILE, workspace_path
 from bootstrap.facts import CLOUD_HINTS, LOGIN, Fact
-from bootstrap.installed_files import InstalledFile, files_snippet, plan_files
+from bootstrap.installed_files import (
+    InstalledFile,
+    files_snippet,
+    parse_installed,
+    plan_files,
+    unit_snippet,
+)
 from bootstrap.onhost import workbench_idle_check as onhost
 from bootstrap.options import BootstrapOptions
 from bootstrap.remote import parse_sections
@@ -111,13 +117,10 @@ def _azure_wanted(options: BootstrapOptions) -> Sh | None:
 
 
 def facts_snippet(options: BootstrapOptions) -> Sh:
-    snippet = files_snippet((SCRIPT, COMMAND, CONFIG, SERVICE, TIMER)) + sh(r"""
-echo "link $(readlink {link} 2>/dev/null || echo absent)"
-if [ -d /run/systemd/system ]; then echo "systemd yes"
-  systemctl show {unit} -p Result -p ActiveState -p ExecMainStatus 2>/dev/null | sed 's/^/unit /'
-else echo "systemd no"; fi
-if [ -f {state} ]; then echo "state $(base64 -w0 {state})"; fi
-""", link=WANTS_LINK, unit=UNIT, state=STATE)
+    snippet = (files_snippet((SCRIPT, COMMAND, CONFIG, SERVICE, TIMER))
+               + unit_snippet(WANTS_LINK, UNIT, Sh("-p Result -p ActiveState -p ExecMainStatus"))
+               + sh('if [ -f {state} ]; then echo "state $(base64 -w0 {state})"; fi\n',
+                    state=STATE))
     azure = _azure_wanted(options)
     if azure:
         # Only the script this bootstrap would install knows `probe`; else the change probes.
@@ -158,22 +161,12 @@ def parse_probe(text: str) -> Probe | None:
 
 
 def parse(section: str) -> AutostopFacts:
-    files: dict[str, tuple[str, str] | None] = {}
-    link, systemd, probe = None, False, None
-    unit: dict[str, str] = {}
+    installed, rest = parse_installed(section)
     state: dict[str, Any] = {}
-    for line in section.splitlines():
+    probe = None
+    for line in rest:
         parts = line.split()
-        if not parts:
-            continue
-        if parts[0] == "link":
-            link = None if parts[1] == "absent" else parts[1]
-        elif parts[0] == "systemd":
-            systemd = parts[1] == "yes"
-        elif parts[0] == "unit" and len(parts) == 2 and "=" in parts[1]:
-            key, value = parts[1].split("=", 1)
-            unit[key] = value
-        elif parts[0] == "state" and len(parts) == 2:
+        if parts[0] == "state" and len(parts) == 2:
             try:
                 loaded = json.loads(base64.b64decode(parts[1]))
                 state = loaded if isinstance(loaded, dict) else {}
@@ -181,11 +174,8 @@ def parse(section: str) -> AutostopFacts:
                 state = {}
         elif parts[0] == "probe":
             probe = parse_probe(line[len("probe"):])
-        elif len(parts) == 3:
-            files[parts[0]] = (parts[1], parts[2])
-        else:
-            files[parts[0]] = None
-    return AutostopFacts(files, link, systemd, unit, state, probe)
+    return AutostopFacts(installed.files, installed.link, installed.systemd, installed.unit,
+                         state, probe)
 
 
 INSTALLED: Fact[AutostopFacts] = Fact("autostop", facts_snippet, parse)

@@ -13,11 +13,17 @@ changes nothing. docs/autostop.md ("Interruptions").
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from bootstrap.facts import CLOUD_HINTS, Fact
-from bootstrap.installed_files import InstalledFile, files_snippet, parse_file_line, plan_files
+from bootstrap.installed_files import (
+    InstalledFacts,
+    InstalledFile,
+    files_snippet,
+    parse_installed,
+    plan_files,
+    unit_snippet,
+)
 from bootstrap.onhost import workbench_interruption_watch as onhost
 from bootstrap.options import BootstrapOptions
 from bootstrap.shell import LINES, Sh, sh
@@ -72,43 +78,15 @@ def wanted_files(cloud: str, options: BootstrapOptions) -> tuple[InstalledFile, 
 
 
 def facts_snippet(_: BootstrapOptions) -> Sh:
-    return files_snippet((SCRIPT, CONFIG, SERVICE)) + sh(
-        'echo "link $(readlink {link} 2>/dev/null || echo absent)"\n'
-        'if [ -d /run/systemd/system ]; then echo "systemd yes"\n'
-        '  systemctl show {unit} -p ActiveState -p SubState -p NRestarts 2>/dev/null '
-        "| sed 's/^/unit /'\n"
-        'else echo "systemd no"; fi\n', link=WANTS_LINK, unit=UNIT)
+    return files_snippet((SCRIPT, CONFIG, SERVICE)) + unit_snippet(
+        WANTS_LINK, UNIT, Sh("-p ActiveState -p SubState -p NRestarts"))
 
 
-@dataclass(frozen=True)
-class WatchFacts:
-    files: dict[str, tuple[str, str] | None]  # path -> (sha256, mode) or None
-    link: str | None
-    systemd: bool
-    unit: dict[str, str]  # systemctl show: ActiveState, SubState, NRestarts
+def parse(section: str) -> InstalledFacts:
+    return parse_installed(section)[0]
 
 
-def parse(section: str) -> WatchFacts:
-    files: dict[str, tuple[str, str] | None] = {}
-    link, systemd = None, False
-    unit: dict[str, str] = {}
-    for line in section.splitlines():
-        parts = line.split()
-        if not parts:
-            continue
-        if parts[0] == "link" and len(parts) == 2:
-            link = None if parts[1] == "absent" else parts[1]
-        elif parts[0] == "systemd" and len(parts) == 2:
-            systemd = parts[1] == "yes"
-        elif parts[0] == "unit" and len(parts) == 2 and "=" in parts[1]:
-            key, value = parts[1].split("=", 1)
-            unit[key] = value
-        elif (found := parse_file_line(parts)) is not None:
-            files[found[0]] = found[1]
-    return WatchFacts(files, link, systemd, unit)
-
-
-INSTALLED: Fact[WatchFacts] = Fact("interruption_watch", facts_snippet, parse)
+INSTALLED: Fact[InstalledFacts] = Fact("interruption_watch", facts_snippet, parse)
 
 
 def run(ctx: HostContext) -> StepOutcome:
