@@ -15,23 +15,15 @@ from invoke.exceptions import Exit
 
 from cluster import tasks as slurm
 from cluster.registry import cached_image_name
-from tests.support.slurm_cluster import ACCOUNT, PARTITION, PARTITION_MAX_TIME
+from tests.cluster.test_jobs_on_cluster import busybox_job
+from tests.support.slurm_cluster import PARTITION_MAX_TIME
 from tests.support.slurm_login_node import LoginNode
 
 pytestmark = pytest.mark.slow
 
 
 def job(node: LoginNode, jobs_dir: str, **extra: object) -> dict[str, object]:
-    options: dict[str, object] = {
-        "runtime": "charliecloud",
-        "image": str(node.busybox_image),
-        "account": ACCOUNT,
-        "partition": PARTITION,
-        "time": "00:05:00",
-        "name": "bad",
-        "command": "echo should-not-run",
-        "jobs_dir": jobs_dir,
-    }
+    options = busybox_job(node, "bad", "echo should-not-run", jobs_dir=jobs_dir)
     options.update(extra)
     return options
 
